@@ -1,0 +1,244 @@
+//! Configuration: environment-first (12-factor), every setting defaulted except `DATABASE_URL`.
+//!
+//! Settings are read once at start by [`Settings::from_env`]; tests build them with
+//! [`Settings::from_lookup`] or by editing [`Settings::defaults`], never through the process
+//! environment. Defaults are the named constants below, shared by the docs and `--help`.
+
+use std::time::Duration;
+
+use crate::queue::RetryPolicy;
+use crate::queue::backoff::{DEFAULT_RETRY_BASE, DEFAULT_RETRY_MAX};
+
+/// Attempts per job before it is `failed`.
+pub const DEFAULT_MAX_ATTEMPTS: i32 = 5;
+/// Jobs one worker process runs at once.
+pub const DEFAULT_WORKER_CONCURRENCY: usize = 16;
+/// Running jobs per group (host) across the whole pool.
+pub const DEFAULT_HOST_CONCURRENCY: u32 = 2;
+/// How often a worker renews its leases.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
+/// A worker silent this long is dead and its jobs are rescued.
+pub const DEFAULT_RESCUE_AFTER: Duration = Duration::from_secs(30);
+/// How long SIGTERM waits for in-flight jobs before releasing them.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How long `done` jobs are kept.
+pub const DEFAULT_RETAIN_DONE: Duration = Duration::from_secs(24 * 3600);
+/// How long `failed` jobs are kept.
+pub const DEFAULT_RETAIN_FAILED: Duration = Duration::from_secs(14 * 24 * 3600);
+/// Fallback poll when no notification arrives (also bounds how late a scheduled job starts).
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// A setting that could not be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A required variable is unset.
+    #[error("{0} is not set")]
+    Missing(&'static str),
+    /// A variable is set to something unusable.
+    #[error("{var}={value:?}: {reason}")]
+    Invalid {
+        /// Variable name.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Queue behaviour shared by producers, workers and operators.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueSettings {
+    /// `LINKPULSE_MAX_ATTEMPTS`: attempts per job before it is `failed` (snoozes do not count).
+    pub max_attempts: i32,
+    /// `LINKPULSE_HOST_CONCURRENCY`: running jobs per group (host) across the whole pool.
+    pub host_concurrency: u32,
+    /// `LINKPULSE_HEARTBEAT_INTERVAL`: how often a worker renews its leases. Keep it well under
+    /// `rescue_after` (a third or less), or a slow heartbeat gets a live worker's jobs rescued.
+    pub heartbeat_interval: Duration,
+    /// `LINKPULSE_RESCUE_AFTER`: a worker silent this long is dead; its running jobs go back to
+    /// `queued` (attempt counted). Lower means faster recovery and more risk of double runs
+    /// during database hiccups.
+    pub rescue_after: Duration,
+    /// `LINKPULSE_RETAIN_DONE`: how long `done` jobs are kept for the audit trail.
+    pub retain_done: Duration,
+    /// `LINKPULSE_RETAIN_FAILED`: how long `failed` jobs are kept (long enough to requeue them).
+    pub retain_failed: Duration,
+    /// `LINKPULSE_POLL_INTERVAL`: fallback poll of an idle worker when notifications are lost;
+    /// also the worst lateness of a scheduled job.
+    pub poll_interval: Duration,
+    /// `LINKPULSE_RETRY_BASE` / `LINKPULSE_RETRY_MAX`: backoff after failed attempts.
+    pub retry: RetryPolicy,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        Self {
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            host_concurrency: DEFAULT_HOST_CONCURRENCY,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            rescue_after: DEFAULT_RESCUE_AFTER,
+            retain_done: DEFAULT_RETAIN_DONE,
+            retain_failed: DEFAULT_RETAIN_FAILED,
+            poll_interval: DEFAULT_POLL_INTERVAL,
+            retry: RetryPolicy { base: DEFAULT_RETRY_BASE, max: DEFAULT_RETRY_MAX },
+        }
+    }
+}
+
+/// Reads typed values from a variable lookup, naming the variable in every error.
+#[derive(Debug)]
+pub struct Env<F> {
+    lookup: F,
+}
+
+impl<F: Fn(&str) -> Option<String>> Env<F> {
+    /// Wraps a lookup function (`std::env::var(..).ok()` in binaries, a map in tests).
+    pub fn new(lookup: F) -> Self {
+        Self { lookup }
+    }
+
+    /// A required string.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Missing`] when unset or empty.
+    pub fn required(&self, var: &'static str) -> Result<String, ConfigError> {
+        (self.lookup)(var).filter(|v| !v.is_empty()).ok_or(ConfigError::Missing(var))
+    }
+
+    /// An optional string (unset or empty = `None`).
+    pub fn optional(&self, var: &'static str) -> Option<String> {
+        (self.lookup)(var).filter(|v| !v.trim().is_empty())
+    }
+
+    /// A value parsed with `FromStr`, or `default`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] when set but unparsable.
+    pub fn parse<T>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr,
+        T::Err: std::fmt::Display,
+    {
+        match self.optional(var) {
+            None => Ok(default),
+            Some(value) => value.trim().parse().map_err(|e: T::Err| ConfigError::Invalid {
+                var,
+                reason: e.to_string(),
+                value,
+            }),
+        }
+    }
+
+    /// A human-readable duration (`90s`, `15m`, `7d`, `500ms`), or `default`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] when set but unparsable.
+    pub fn duration(&self, var: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+        match self.optional(var) {
+            None => Ok(default),
+            Some(value) => humantime::parse_duration(value.trim()).map_err(|e| ConfigError::Invalid {
+                var,
+                reason: format!("{e} (expected a duration such as 90s, 15m, 7d)"),
+                value,
+            }),
+        }
+    }
+
+    /// A positive integer, or `default`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] when set but not a positive integer.
+    pub fn positive<T>(&self, var: &'static str, default: T) -> Result<T, ConfigError>
+    where
+        T: std::str::FromStr + PartialOrd + Default + Copy,
+        T::Err: std::fmt::Display,
+    {
+        let value = self.parse(var, default)?;
+        if value <= T::default() {
+            return Err(ConfigError::Invalid {
+                var,
+                value: self.optional(var).unwrap_or_default(),
+                reason: "must be greater than zero".to_owned(),
+            });
+        }
+        Ok(value)
+    }
+}
+
+impl QueueSettings {
+    /// Reads the queue settings from `env`.
+    ///
+    /// # Errors
+    ///
+    /// The first invalid variable.
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let settings = Self {
+            max_attempts: env.positive("LINKPULSE_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS)?,
+            host_concurrency: env.positive("LINKPULSE_HOST_CONCURRENCY", DEFAULT_HOST_CONCURRENCY)?,
+            heartbeat_interval: env.duration("LINKPULSE_HEARTBEAT_INTERVAL", DEFAULT_HEARTBEAT_INTERVAL)?,
+            rescue_after: env.duration("LINKPULSE_RESCUE_AFTER", DEFAULT_RESCUE_AFTER)?,
+            retain_done: env.duration("LINKPULSE_RETAIN_DONE", DEFAULT_RETAIN_DONE)?,
+            retain_failed: env.duration("LINKPULSE_RETAIN_FAILED", DEFAULT_RETAIN_FAILED)?,
+            poll_interval: env.duration("LINKPULSE_POLL_INTERVAL", DEFAULT_POLL_INTERVAL)?,
+            retry: RetryPolicy {
+                base: env.duration("LINKPULSE_RETRY_BASE", DEFAULT_RETRY_BASE)?,
+                max: env.duration("LINKPULSE_RETRY_MAX", DEFAULT_RETRY_MAX)?,
+            },
+        };
+        if settings.heartbeat_interval.is_zero() || settings.heartbeat_interval * 2 > settings.rescue_after {
+            return Err(ConfigError::Invalid {
+                var: "LINKPULSE_HEARTBEAT_INTERVAL",
+                value: humantime::format_duration(settings.heartbeat_interval).to_string(),
+                reason: format!(
+                    "must be non-zero and at most half of LINKPULSE_RESCUE_AFTER ({})",
+                    humantime::format_duration(settings.rescue_after)
+                ),
+            });
+        }
+        Ok(settings)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> Env<impl Fn(&str) -> Option<String>> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Env::new(move |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn queue_settings_default_when_unset() {
+        assert_eq!(QueueSettings::from_env(&env(&[])), Ok(QueueSettings::default()));
+    }
+
+    #[test]
+    fn durations_are_human_readable() {
+        let s = QueueSettings::from_env(&env(&[("LINKPULSE_RETAIN_DONE", "7d"), ("LINKPULSE_POLL_INTERVAL", "250ms")]))
+            .expect("valid settings");
+        assert_eq!(s.retain_done, Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(s.poll_interval, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        let err = QueueSettings::from_env(&env(&[("LINKPULSE_RESCUE_AFTER", "soon")])).expect_err("invalid");
+        assert!(err.to_string().starts_with("LINKPULSE_RESCUE_AFTER=\"soon\""), "{err}");
+        let err = QueueSettings::from_env(&env(&[("LINKPULSE_MAX_ATTEMPTS", "0")])).expect_err("invalid");
+        assert!(err.to_string().contains("greater than zero"), "{err}");
+    }
+
+    #[test]
+    fn heartbeat_must_stay_well_under_rescue_threshold() {
+        let err = QueueSettings::from_env(&env(&[("LINKPULSE_HEARTBEAT_INTERVAL", "20s")])).expect_err("invalid");
+        assert!(err.to_string().contains("half of LINKPULSE_RESCUE_AFTER"), "{err}");
+    }
+}

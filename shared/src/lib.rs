@@ -1,0 +1,15 @@
+//! linkpulse's shared library: everything the producer and the worker have in common.
+//!
+//! # Layout
+//!
+//! - [`config`]: settings from the environment, with named defaults.
+//! - [`db`]: the pool and the migrations (ours and the queue's, one migrator).
+//! - [`queue`]: the PostgreSQL job queue and its apalis backend.
+//! - [`shutdown`]: signals and the drain of a worker.
+//! - [`telemetry`]: logging setup.
+
+pub mod config;
+pub mod db;
+pub mod queue;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,261 @@
+//! Writing attempt outcomes back: batched, and only by the lease owner.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{JobLease, QueueError, RetryPolicy};
+
+/// What one attempt ended with, as the backend's layer reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The handler succeeded: the job is `done`.
+    Done,
+    /// A retryable failure: consumes the attempt; `queued` after a backoff, or `failed` after
+    /// the last attempt.
+    Retry {
+        /// Why the attempt failed.
+        error: String,
+    },
+    /// Run again after `delay` without consuming the attempt (`Retry-After`, rate limits).
+    Snooze {
+        /// How long to wait.
+        delay: Duration,
+        /// Why.
+        reason: String,
+    },
+    /// A permanent failure (poison payload, a handler that says retrying is pointless): `failed`.
+    Fail {
+        /// Why.
+        error: String,
+    },
+}
+
+/// One finished attempt waiting to be written back.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    /// The attempt's lease.
+    pub lease: JobLease,
+    /// What happened.
+    pub outcome: Outcome,
+}
+
+/// The row update a completion turns into.
+#[derive(Debug, Clone, PartialEq)]
+struct Transition {
+    state: &'static str,
+    delay_ms: i64,
+    refund_attempt: bool,
+    error_kind: Option<&'static str>,
+    error: Option<String>,
+}
+
+fn transition(completion: &Completion, policy: &RetryPolicy) -> Transition {
+    let lease = &completion.lease;
+    match &completion.outcome {
+        Outcome::Done => Transition {
+            state: "done",
+            delay_ms: 0,
+            refund_attempt: false,
+            error_kind: None,
+            error: None,
+        },
+        Outcome::Retry { error } if !lease.is_last_attempt() => Transition {
+            state: "queued",
+            delay_ms: duration_ms(policy.backoff(lease.attempt)),
+            refund_attempt: false,
+            error_kind: Some("retry"),
+            error: Some(error.clone()),
+        },
+        Outcome::Retry { error } | Outcome::Fail { error } => Transition {
+            state: "failed",
+            delay_ms: 0,
+            refund_attempt: false,
+            error_kind: Some("fail"),
+            error: Some(error.clone()),
+        },
+        Outcome::Snooze { delay, reason } => Transition {
+            state: "queued",
+            delay_ms: duration_ms(*delay),
+            refund_attempt: true,
+            error_kind: Some("snooze"),
+            error: Some(reason.clone()),
+        },
+    }
+}
+
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// `job_complete_many`: every outcome of a batch in one statement.
+///
+/// Locks the listed job rows. The `WHERE` keeps only rows still leased by the same owner for the
+/// same attempt, so the completion of an attempt whose job was rescued (its worker looked dead)
+/// and claimed again is refused instead of overwriting the newer attempt. Leaving `running`
+/// fires the slot-release trigger for grouped jobs.
+const JOB_COMPLETE_MANY: &str = r#"
+UPDATE queue_jobs j
+SET state = u.state,
+    run_at = CASE WHEN u.state = 'queued' THEN now() + make_interval(secs => u.delay_ms / 1000.0) ELSE j.run_at END,
+    attempts = j.attempts - CASE WHEN u.refund THEN 1 ELSE 0 END,
+    errors = CASE WHEN u.error IS NULL THEN j.errors
+                  ELSE j.errors || jsonb_build_array(jsonb_build_object(
+                      'attempt', j.attempts, 'at', now(), 'kind', u.error_kind, 'error', u.error))
+             END,
+    lease_owner = NULL,
+    finished_at = CASE WHEN u.state IN ('done', 'failed') THEN now() END
+FROM unnest($1::int8[], $2::uuid[], $3::int4[], $4::text[], $5::int8[], $6::bool[], $7::text[], $8::text[])
+     AS u(id, owner, attempt, state, delay_ms, refund, error_kind, error)
+WHERE j.id = u.id
+  AND j.state = 'running'
+  AND j.lease_owner = u.owner
+  AND j.attempts = u.attempt
+"#;
+
+/// Writes a batch of completions in one round trip; returns how many were applied (the rest had
+/// lost their lease).
+///
+/// # Errors
+///
+/// [`QueueError::Database`] if the statement fails; none of the batch is applied then.
+pub async fn complete_many(
+    pool: &PgPool,
+    completions: &[Completion],
+    policy: &RetryPolicy,
+) -> Result<u64, QueueError> {
+    if completions.is_empty() {
+        return Ok(0);
+    }
+    let n = completions.len();
+    let mut ids = Vec::with_capacity(n);
+    let mut owners = Vec::with_capacity(n);
+    let mut attempts = Vec::with_capacity(n);
+    let mut states = Vec::with_capacity(n);
+    let mut delays = Vec::with_capacity(n);
+    let mut refunds = Vec::with_capacity(n);
+    let mut kinds = Vec::with_capacity(n);
+    let mut errors = Vec::with_capacity(n);
+    // Lock rows in id order so two statements over overlapping jobs cannot deadlock.
+    let mut sorted: Vec<&Completion> = completions.iter().collect();
+    sorted.sort_by_key(|c| c.lease.job_id);
+    for completion in sorted {
+        let t = transition(completion, policy);
+        ids.push(completion.lease.job_id);
+        owners.push(completion.lease.owner);
+        attempts.push(completion.lease.attempt);
+        states.push(t.state);
+        delays.push(t.delay_ms);
+        refunds.push(t.refund_attempt);
+        kinds.push(t.error_kind);
+        errors.push(t.error);
+    }
+    let result = sqlx::query(JOB_COMPLETE_MANY)
+        .bind(ids)
+        .bind(owners)
+        .bind(attempts)
+        .bind(states)
+        .bind(delays)
+        .bind(refunds)
+        .bind(kinds)
+        .bind(errors)
+        .execute(pool)
+        .await?;
+    Ok(result.rows_affected())
+}
+
+/// `job_release_many`: hands leased jobs back to the queue without counting the attempt (a
+/// draining worker's unstarted or interrupted jobs). Only the owner's leases are touched.
+const JOB_RELEASE_MANY: &str = r#"
+UPDATE queue_jobs
+SET state = 'queued',
+    attempts = greatest(attempts - 1, 0),
+    lease_owner = NULL,
+    run_at = now()
+WHERE id = ANY($1) AND state = 'running' AND lease_owner = $2
+"#;
+
+/// Releases `ids` leased by `owner` back to `queued`, refunding the attempt.
+///
+/// # Errors
+///
+/// [`QueueError::Database`] if the statement fails.
+pub async fn release_many(pool: &PgPool, owner: Uuid, ids: &[i64]) -> Result<u64, QueueError> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let result = sqlx::query(JOB_RELEASE_MANY).bind(ids).bind(owner).execute(pool).await?;
+    Ok(result.rows_affected())
+}
+
+/// Releases every job still leased by `owner` (the end of a drain that ran out of grace).
+///
+/// # Errors
+///
+/// [`QueueError::Database`] if the statement fails.
+pub async fn release_all(pool: &PgPool, owner: Uuid) -> Result<u64, QueueError> {
+    let result = sqlx::query(
+        "UPDATE queue_jobs SET state = 'queued', attempts = greatest(attempts - 1, 0), \
+         lease_owner = NULL, run_at = now() WHERE state = 'running' AND lease_owner = $1",
+    )
+    .bind(owner)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+
+    fn lease(attempt: i32, max: i32) -> JobLease {
+        JobLease {
+            job_id: 1,
+            owner: Uuid::nil(),
+            attempt,
+            max_attempts: max,
+            kind: "k".into(),
+            group_key: None,
+            trace_context: None,
+            run_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn retry_before_the_last_attempt_requeues_with_backoff() {
+        let policy = RetryPolicy::default();
+        let t = transition(
+            &Completion { lease: lease(1, 3), outcome: Outcome::Retry { error: "boom".into() } },
+            &policy,
+        );
+        assert_eq!(t.state, "queued");
+        assert!(t.delay_ms > 0);
+        assert!(!t.refund_attempt);
+    }
+
+    #[test]
+    fn retry_on_the_last_attempt_fails_the_job() {
+        let t = transition(
+            &Completion { lease: lease(3, 3), outcome: Outcome::Retry { error: "boom".into() } },
+            &RetryPolicy::default(),
+        );
+        assert_eq!(t.state, "failed");
+        assert_eq!(t.error.as_deref(), Some("boom"));
+    }
+
+    #[test]
+    fn snooze_refunds_the_attempt_even_on_the_last_one() {
+        let t = transition(
+            &Completion {
+                lease: lease(3, 3),
+                outcome: Outcome::Snooze { delay: Duration::from_secs(2), reason: "429".into() },
+            },
+            &RetryPolicy::default(),
+        );
+        assert_eq!(t.state, "queued");
+        assert_eq!(t.delay_ms, 2000);
+        assert!(t.refund_attempt);
+    }
+}

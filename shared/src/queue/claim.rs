@@ -1,0 +1,95 @@
+//! Claiming a batch of jobs: one statement, row locks held only for that statement.
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{ClaimedJob, QueueError};
+
+/// `job_claim_batch`.
+///
+/// Locks, in order:
+/// 1. `candidates` locks up to `$3` ready rows in `(priority, run_at, id)` order with
+///    `FOR UPDATE SKIP LOCKED`, so concurrent claimers take disjoint rows and never wait on each
+///    other. Rows of a group whose slots all looked taken (in this statement's snapshot) are
+///    passed over, so a full group at the head of the queue does not starve the others.
+/// 2. `taken` inserts one `queue_group_slots` row per grouped candidate, numbering the free slots
+///    of each group. A slot taken by a concurrent claim conflicts (`ON CONFLICT DO NOTHING` waits
+///    for that claim to commit, then skips): the job is simply not claimed this time. Inserts go in
+///    `(group_key, slot)` order so two claims wait on each other in one order, never in a cycle.
+/// 3. The final `UPDATE` leases the ungrouped candidates and the grouped ones that got a slot.
+///    The other candidates' row locks end with the statement and they stay queued.
+const JOB_CLAIM_BATCH: &str = r#"
+WITH candidates AS (
+    SELECT j.id, j.group_key, j.priority, j.run_at
+    FROM queue_jobs j
+    WHERE j.state = 'queued'
+      AND j.run_at <= now()
+      AND j.kind = ANY($2)
+      AND (j.group_key IS NULL
+           OR (SELECT count(*) FROM queue_group_slots s WHERE s.group_key = j.group_key) < $4)
+    ORDER BY j.priority, j.run_at, j.id
+    LIMIT $3
+    FOR UPDATE OF j SKIP LOCKED
+),
+grouped AS (
+    SELECT c.id, c.group_key,
+           row_number() OVER (PARTITION BY c.group_key ORDER BY c.priority, c.run_at, c.id) AS rank
+    FROM candidates c
+    WHERE c.group_key IS NOT NULL
+),
+free_slots AS (
+    SELECT g.group_key, n AS slot, row_number() OVER (PARTITION BY g.group_key ORDER BY n) AS rank
+    FROM (SELECT DISTINCT group_key FROM grouped) g
+    CROSS JOIN generate_series(1, $4) AS n
+    WHERE NOT EXISTS (SELECT 1 FROM queue_group_slots s WHERE s.group_key = g.group_key AND s.slot = n)
+),
+taken AS (
+    INSERT INTO queue_group_slots (group_key, slot, job_id)
+    SELECT f.group_key, f.slot, g.id
+    FROM grouped g
+    JOIN free_slots f ON f.group_key = g.group_key AND f.rank = g.rank
+    ORDER BY f.group_key, f.slot
+    ON CONFLICT DO NOTHING
+    RETURNING job_id
+),
+picked AS (
+    SELECT id FROM candidates WHERE group_key IS NULL
+    UNION ALL
+    SELECT job_id FROM taken
+)
+UPDATE queue_jobs j
+SET state = 'running',
+    attempts = j.attempts + 1,
+    lease_owner = $1,
+    started_at = now()
+FROM picked
+WHERE j.id = picked.id
+RETURNING j.id, j.kind, j.payload, j.attempts, j.max_attempts, j.group_key, j.trace_context,
+          j.created_at, j.run_at
+"#;
+
+/// Leases up to `limit` ready jobs of `kinds` to `owner`, keeping every group under
+/// `group_limit` running jobs across all workers.
+///
+/// # Errors
+///
+/// [`QueueError::Database`] if the statement fails; nothing is leased then.
+pub async fn claim_batch(
+    pool: &PgPool,
+    owner: Uuid,
+    kinds: &[&str],
+    limit: usize,
+    group_limit: u32,
+) -> Result<Vec<ClaimedJob>, QueueError> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let jobs = sqlx::query_as::<_, ClaimedJob>(JOB_CLAIM_BATCH)
+        .bind(owner)
+        .bind(kinds)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(i32::try_from(group_limit.max(1)).unwrap_or(i32::MAX))
+        .fetch_all(pool)
+        .await?;
+    Ok(jobs)
+}

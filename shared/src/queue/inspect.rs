@@ -1,0 +1,225 @@
+//! What operators ask of the queue: depth, listings, requeue and prune.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use super::{JobState, QueueError};
+
+/// Counts of one kind's jobs per operator state, plus the age of its oldest ready job.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct KindStats {
+    /// Ready, scheduled or backing off.
+    pub queued: i64,
+    /// Leased by a worker.
+    pub running: i64,
+    /// Finished successfully (until pruned).
+    pub done: i64,
+    /// Terminally failed (until pruned).
+    pub failed: i64,
+    /// Seconds the oldest due `queued` job has waited past its `run_at`; `null` when none is due.
+    /// This is the number to alert on: scheduled and backing-off jobs do not age.
+    pub oldest_queued_age_seconds: Option<f64>,
+}
+
+/// Queue depth per kind.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct QueueStats {
+    /// Stats by kind name.
+    pub kinds: BTreeMap<String, KindStats>,
+}
+
+/// `job_count_by_kind_state`: one pass over the kind/state index.
+const JOB_COUNT_BY_KIND_STATE: &str = r#"
+SELECT kind, state, count(*) AS n,
+       extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'queued' AND run_at <= now()))::float8 AS oldest
+FROM queue_jobs
+GROUP BY kind, state
+"#;
+
+/// Counts jobs per kind × state. `kinds` are always present in the result (with zeros), so a
+/// dashboard or alert sees a stable shape even on an empty queue.
+///
+/// # Errors
+///
+/// [`QueueError::Database`] if the query fails.
+pub async fn stats(pool: &PgPool, kinds: &[&str]) -> Result<QueueStats, QueueError> {
+    let rows: Vec<(String, String, i64, Option<f64>)> = sqlx::query_as(JOB_COUNT_BY_KIND_STATE).fetch_all(pool).await?;
+    let mut stats = QueueStats::default();
+    for kind in kinds {
+        stats.kinds.entry((*kind).to_owned()).or_default();
+    }
+    for (kind, state, n, oldest) in rows {
+        let entry = stats.kinds.entry(kind).or_default();
+        match state.as_str() {
+            "queued" => {
+                entry.queued = n;
+                entry.oldest_queued_age_seconds = oldest.map(|s| s.max(0.0));
+            }
+            "running" => entry.running = n,
+            "done" => entry.done = n,
+            "failed" => entry.failed = n,
+            _ => {}
+        }
+    }
+    Ok(stats)
+}
+
+/// One job as listings show it.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+pub struct JobSummary {
+    /// Job id.
+    pub id: i64,
+    /// Kind name.
+    pub kind: String,
+    /// Operator state.
+    pub state: String,
+    /// Dedupe key.
+    pub dedupe_key: Option<String>,
+    /// Concurrency group.
+    pub group_key: Option<String>,
+    /// Attempts started.
+    pub attempts: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// Earliest next start.
+    pub run_at: DateTime<Utc>,
+    /// Insert time.
+    pub created_at: DateTime<Utc>,
+    /// Start of the latest attempt.
+    pub started_at: Option<DateTime<Utc>>,
+    /// Finish time (done or failed).
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The latest recorded error, if any.
+    pub last_error: Option<String>,
+    /// Arguments.
+    pub payload: serde_json::Value,
+}
+
+/// Filter for [`list`] and [`requeue`].
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    /// Only this state.
+    pub state: Option<JobState>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only jobs with this dedupe key.
+    pub dedupe_key: Option<String>,
+    /// Only jobs created (list) or finished (requeue) longer ago than this.
+    pub older_than: Option<Duration>,
+}
+
+/// Lists jobs, newest first.
+///
+/// # Errors
+///
+/// [`QueueError::Database`] if the query fails.
+pub async fn list(pool: &PgPool, filter: &JobFilter, limit: i64) -> Result<Vec<JobSummary>, QueueError> {
+    let jobs = sqlx::query_as::<_, JobSummary>(
+        r#"
+        SELECT id, kind, state, dedupe_key, group_key, attempts, max_attempts, run_at, created_at,
+               started_at, finished_at, errors -> -1 ->> 'error' AS last_error, payload
+        FROM queue_jobs
+        WHERE ($1::text IS NULL OR state = $1)
+          AND ($2::text IS NULL OR kind = $2)
+          AND ($3::text IS NULL OR dedupe_key = $3)
+          AND ($4::float8 IS NULL OR created_at < now() - make_interval(secs => $4))
+        ORDER BY id DESC
+        LIMIT $5
+        "#,
+    )
+    .bind(filter.state.map(JobState::as_str))
+    .bind(filter.kind.as_deref())
+    .bind(filter.dedupe_key.as_deref())
+    .bind(filter.older_than.map(|d| d.as_secs_f64()))
+    .bind(limit.max(0))
+    .fetch_all(pool)
+    .await?;
+    Ok(jobs)
+}
+
+/// What a requeue did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct RequeueReport {
+    /// Jobs moved back to `queued` with a fresh set of attempts.
+    pub requeued: u64,
+    /// Matching jobs left alone because an unfinished job with the same dedupe key exists.
+    pub skipped: u64,
+}
+
+/// `job_requeue_finished`: moves matching finished jobs back to `queued`, attempts reset, errors
+/// kept as history. Of several matches with one dedupe key only the newest is requeued, and none
+/// whose key already has an unfinished job, so the dedupe index holds. Locks the requeued rows.
+const JOB_REQUEUE_FINISHED: &str = r#"
+WITH matching AS (
+    SELECT id, kind, dedupe_key FROM queue_jobs
+    WHERE state = $1
+      AND ($2::text IS NULL OR kind = $2)
+      AND ($3::text IS NULL OR dedupe_key = $3)
+      AND ($4::float8 IS NULL OR finished_at < now() - make_interval(secs => $4))
+    FOR UPDATE SKIP LOCKED
+),
+chosen AS (
+    SELECT DISTINCT ON (kind, coalesce(dedupe_key, id::text)) id
+    FROM matching m
+    WHERE m.dedupe_key IS NULL
+       OR NOT EXISTS (SELECT 1 FROM queue_jobs o
+                      WHERE o.kind = m.kind AND o.dedupe_key = m.dedupe_key AND o.state IN ('queued', 'running'))
+    ORDER BY kind, coalesce(dedupe_key, id::text), id DESC
+),
+requeued AS (
+    UPDATE queue_jobs j
+    SET state = 'queued', attempts = 0, run_at = now(), finished_at = NULL, lease_owner = NULL
+    FROM chosen WHERE j.id = chosen.id
+    RETURNING j.id
+)
+SELECT (SELECT count(*) FROM requeued), (SELECT count(*) FROM matching)
+"#;
+
+/// Requeues finished jobs in `state` (`failed` or `done`) matching `filter`.
+///
+/// # Errors
+///
+/// [`QueueError::NotFinished`] for `queued`/`running`; [`QueueError::Database`] if the statement
+/// fails (after one retry of a dedupe conflict with a concurrent insert).
+pub async fn requeue(pool: &PgPool, state: JobState, filter: &JobFilter) -> Result<RequeueReport, QueueError> {
+    if !matches!(state, JobState::Failed | JobState::Done) {
+        return Err(QueueError::NotFinished(state));
+    }
+    let mut tries = 0;
+    loop {
+        let result: Result<(i64, i64), sqlx::Error> = sqlx::query_as(JOB_REQUEUE_FINISHED)
+            .bind(state.as_str())
+            .bind(filter.kind.as_deref())
+            .bind(filter.dedupe_key.as_deref())
+            .bind(filter.older_than.map(|d| d.as_secs_f64()))
+            .fetch_one(pool)
+            .await;
+        match result {
+            Ok((requeued, matched)) => {
+                if requeued > 0 {
+                    let _ = sqlx::query("SELECT pg_notify($1, '')").bind(super::NOTIFY_CHANNEL).execute(pool).await;
+                }
+                let requeued = u64::try_from(requeued).unwrap_or(0);
+                let matched = u64::try_from(matched).unwrap_or(0);
+                return Ok(RequeueReport { requeued, skipped: matched.saturating_sub(requeued) });
+            }
+            // A producer inserted the same key between our check and our update: try once more.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") && tries == 0 => tries += 1,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Deletes finished jobs (`done` and `failed`) that finished longer ago than `older_than`, in
+/// bounded batches. Returns how many.
+///
+/// # Errors
+///
+/// [`QueueError::Database`] if a statement fails; batches already deleted stay deleted.
+pub async fn prune(pool: &PgPool, older_than: Duration) -> Result<u64, QueueError> {
+    super::maintenance::prune_finished(pool, older_than, older_than, 5000, usize::MAX).await
+}

@@ -1,0 +1,120 @@
+//! Rescue of lost jobs and pruning of finished ones, run by one elected worker at a time.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use super::QueueError;
+
+/// Advisory lock key electing the worker that runs maintenance ("lpmaint" in ASCII).
+pub const MAINTENANCE_LOCK_KEY: i64 = 0x6c70_6d61_696e_74;
+
+/// `job_rescue_lost`.
+///
+/// Deletes the rows of workers silent for longer than `$1` seconds, then takes back every running
+/// job whose owner is one of them or has no row at all (a worker that was deregistered while
+/// holding leases). The attempt stays counted: a job that keeps killing its worker ends `failed`
+/// instead of looping. Locks the dead workers' rows and the rescued job rows; the slot-release
+/// trigger frees their group slots.
+const JOB_RESCUE_LOST: &str = r#"
+WITH dead AS (
+    DELETE FROM queue_workers WHERE heartbeat_at < now() - make_interval(secs => $1) RETURNING id
+)
+UPDATE queue_jobs j
+SET state = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'queued' END,
+    finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
+    run_at = now(),
+    lease_owner = NULL,
+    errors = j.errors || jsonb_build_array(jsonb_build_object(
+        'attempt', j.attempts, 'at', now(), 'kind', 'lost',
+        'error', 'worker ' || j.lease_owner::text || ' stopped heartbeating'))
+WHERE j.state = 'running'
+  AND (j.lease_owner IN (SELECT id FROM dead)
+       OR NOT EXISTS (SELECT 1 FROM queue_workers w WHERE w.id = j.lease_owner))
+"#;
+
+/// `job_prune_finished`: one bounded batch of finished jobs of one state past retention, oldest
+/// first. `SKIP LOCKED` keeps it out of the way of an operator requeueing the same rows.
+const JOB_PRUNE_FINISHED: &str = r#"
+DELETE FROM queue_jobs
+WHERE id IN (
+    SELECT id FROM queue_jobs
+    WHERE state = $1 AND finished_at < now() - make_interval(secs => $2)
+    ORDER BY finished_at
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+"#;
+
+/// Rescues jobs of workers silent for longer than `rescue_after`; returns how many.
+///
+/// # Errors
+///
+/// [`QueueError::Database`] if the statement fails.
+pub async fn rescue_lost(pool: &PgPool, rescue_after: Duration) -> Result<u64, QueueError> {
+    let result = sqlx::query(JOB_RESCUE_LOST).bind(rescue_after.as_secs_f64()).execute(pool).await?;
+    Ok(result.rows_affected())
+}
+
+/// Deletes `done` jobs finished before `retain_done` ago and `failed` ones before
+/// `retain_failed` ago, in batches of `batch`, at most `max_batches` per state. Returns how many.
+///
+/// # Errors
+///
+/// [`QueueError::Database`] if a statement fails; batches already deleted stay deleted.
+pub async fn prune_finished(
+    pool: &PgPool,
+    retain_done: Duration,
+    retain_failed: Duration,
+    batch: i64,
+    max_batches: usize,
+) -> Result<u64, QueueError> {
+    let mut total = 0;
+    for (state, retain) in [("done", retain_done), ("failed", retain_failed)] {
+        for _ in 0..max_batches {
+            let deleted = sqlx::query(JOB_PRUNE_FINISHED)
+                .bind(state)
+                .bind(retain.as_secs_f64())
+                .bind(batch)
+                .execute(pool)
+                .await?
+                .rows_affected();
+            total += deleted;
+            if deleted < u64::try_from(batch).unwrap_or(0) {
+                break;
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// One maintenance pass, if this process wins the election: rescue, then prune.
+/// Returns `None` when another worker holds the maintenance lock.
+///
+/// The lock is a transaction-level advisory lock taken with `pg_try_advisory_xact_lock` on a
+/// connection held for the pass, so it can never outlive a crashed worker.
+///
+/// # Errors
+///
+/// [`QueueError::Database`] if a statement fails.
+pub async fn run_once(
+    pool: &PgPool,
+    rescue_after: Duration,
+    retain_done: Duration,
+    retain_failed: Duration,
+) -> Result<Option<(u64, u64)>, QueueError> {
+    let mut tx = pool.begin().await?;
+    let (elected,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock($1)")
+        .bind(MAINTENANCE_LOCK_KEY)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !elected {
+        return Ok(None);
+    }
+    // The statements run on the pool, outside the lock-holding transaction, so each batch commits
+    // on its own and a long prune never holds row locks for the whole pass.
+    let rescued = rescue_lost(pool, rescue_after).await?;
+    let pruned = prune_finished(pool, retain_done, retain_failed, 1000, 10).await?;
+    tx.commit().await?;
+    Ok(Some((rescued, pruned)))
+}
