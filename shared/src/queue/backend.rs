@@ -87,12 +87,19 @@ impl<Args: JobArgs> Backend for PgBackend<Args> {
     fn poll_next(
         &mut self,
         cx: &mut Context<'_>,
-        _worker: &WorkerContext,
+        worker: &WorkerContext,
     ) -> Poll<Option<Result<Task<Args>, QueueError>>> {
         loop {
             let job = match self.engine.poll_job(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Ready(None) => {
+                    // The engine is draining: put the apalis worker into its shutdown phase too,
+                    // or it would wait for a stop that never comes once in-flight jobs finish.
+                    if !worker.is_shutting_down() {
+                        let _ = worker.stop();
+                    }
+                    return Poll::Ready(None);
+                }
                 Poll::Ready(Some(job)) => job,
             };
             let lease = JobLease {

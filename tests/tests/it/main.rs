@@ -1,0 +1,8 @@
+//! Integration tests: one binary, one module per area, a fresh database per test.
+
+mod helpers;
+mod queue_claim;
+mod queue_cluster;
+mod queue_dedupe;
+mod queue_retry;
+mod queue_wakeup;

@@ -1,0 +1,138 @@
+//! Claims: disjoint under concurrency, fenced by lease, rescued from dead workers.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use integration_tests::{TEST_KIND, TestJob};
+use linkpulse_shared::queue::{Completion, JobLease, Outcome, RetryPolicy, ack, claim, maintenance, registry};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::helpers::{enqueue, job};
+
+const KINDS: &[&str] = &[TEST_KIND];
+
+fn lease_of(claimed: &linkpulse_shared::queue::ClaimedJob, owner: Uuid) -> JobLease {
+    JobLease {
+        job_id: claimed.id,
+        owner,
+        attempt: claimed.attempts,
+        max_attempts: claimed.max_attempts,
+        kind: claimed.kind.clone(),
+        group_key: claimed.group_key.clone(),
+        trace_context: None,
+        run_at: claimed.run_at,
+    }
+}
+
+#[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
+async fn concurrent_claimers_never_get_the_same_job(pool: PgPool) {
+    let total = 3000;
+    let jobs: Vec<_> = (0..total).map(|_| (TestJob::default(), None)).collect();
+    enqueue(&pool, &jobs, 3).await;
+
+    let mut claimers = Vec::new();
+    for _ in 0..8 {
+        let pool = pool.clone();
+        claimers.push(tokio::spawn(async move {
+            let owner = Uuid::new_v4();
+            let mut mine = Vec::new();
+            loop {
+                let batch = claim::claim_batch(&pool, owner, KINDS, 37, 2).await.expect("claim");
+                if batch.is_empty() {
+                    return mine;
+                }
+                mine.extend(batch.into_iter().map(|j| j.id));
+            }
+        }));
+    }
+    let mut seen = HashSet::new();
+    let mut claimed = 0;
+    let mut claimers_with_work = 0;
+    for claimer in claimers {
+        let mine = claimer.await.expect("claimer");
+        claimers_with_work += usize::from(!mine.is_empty());
+        claimed += mine.len();
+        for id in mine {
+            assert!(seen.insert(id), "job {id} was claimed twice");
+        }
+    }
+    assert_eq!(claimed, total, "every job claimed exactly once");
+    assert!(claimers_with_work > 1, "premise: the claims really ran concurrently");
+}
+
+#[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
+async fn completion_of_a_rescued_attempt_is_refused(pool: PgPool) {
+    let ids = enqueue(&pool, &[(TestJob::default(), None)], 5).await;
+    let old_owner = Uuid::new_v4();
+    registry::register(&pool, old_owner, "old").await.expect("register");
+    let first = claim::claim_batch(&pool, old_owner, KINDS, 10, 2).await.expect("claim");
+    assert_eq!(first.len(), 1);
+
+    // The old worker goes silent: its row ages past the rescue threshold.
+    sqlx::query("UPDATE queue_workers SET heartbeat_at = now() - interval '1 hour' WHERE id = $1")
+        .bind(old_owner)
+        .execute(&pool)
+        .await
+        .expect("age worker");
+    let rescued = maintenance::rescue_lost(&pool, Duration::from_secs(30)).await.expect("rescue");
+    assert_eq!(rescued, 1);
+    let (state, attempts, errors) = job(&pool, ids[0]).await;
+    assert_eq!((state.as_str(), attempts), ("queued", 1), "rescue keeps the attempt counted");
+    assert_eq!(errors[0]["kind"], "lost");
+
+    let new_owner = Uuid::new_v4();
+    registry::register(&pool, new_owner, "new").await.expect("register");
+    let second = claim::claim_batch(&pool, new_owner, KINDS, 10, 2).await.expect("claim");
+    assert_eq!(second.len(), 1);
+
+    let policy = RetryPolicy::default();
+    let late = Completion { lease: lease_of(&first[0], old_owner), outcome: Outcome::Done };
+    assert_eq!(ack::complete_many(&pool, &[late], &policy).await.expect("ack"), 0, "late completion refused");
+    assert_eq!(job(&pool, ids[0]).await.0, "running", "the new attempt is untouched");
+
+    let current = Completion { lease: lease_of(&second[0], new_owner), outcome: Outcome::Done };
+    assert_eq!(ack::complete_many(&pool, &[current], &policy).await.expect("ack"), 1);
+    assert_eq!(job(&pool, ids[0]).await.0, "done");
+}
+
+#[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
+async fn rescue_of_the_last_attempt_fails_the_job(pool: PgPool) {
+    let ids = enqueue(&pool, &[(TestJob::default(), None)], 1).await;
+    let owner = Uuid::new_v4();
+    // No worker row at all: the owner vanished without deregistering.
+    let claimed = claim::claim_batch(&pool, owner, KINDS, 10, 2).await.expect("claim");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(maintenance::rescue_lost(&pool, Duration::from_secs(30)).await.expect("rescue"), 1);
+    let (state, attempts, _) = job(&pool, ids[0]).await;
+    assert_eq!((state.as_str(), attempts), ("failed", 1));
+}
+
+#[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
+async fn claim_respects_priority_then_run_at(pool: PgPool) {
+    use linkpulse_shared::queue::{JobArgs, NewJob, insert_many};
+    let payload = TestJob::default().encode().expect("encode");
+    let past = chrono::Utc::now() - chrono::Duration::minutes(5);
+    let future = chrono::Utc::now() + chrono::Duration::minutes(5);
+    insert_many(
+        &pool,
+        &[
+            NewJob::new(TEST_KIND, payload.clone(), 1).priority(5).dedupe_key("low"),
+            NewJob::new(TEST_KIND, payload.clone(), 1).priority(0).run_at(past).dedupe_key("high-old"),
+            NewJob::new(TEST_KIND, payload.clone(), 1).priority(0).dedupe_key("high-new"),
+            NewJob::new(TEST_KIND, payload, 1).priority(0).run_at(future).dedupe_key("scheduled"),
+        ],
+    )
+    .await
+    .expect("insert");
+    let owner = Uuid::new_v4();
+    let mut order = Vec::new();
+    for _ in 0..4 {
+        for job in claim::claim_batch(&pool, owner, KINDS, 1, 2).await.expect("claim") {
+            let (key,): (String,) =
+                sqlx::query_as("SELECT dedupe_key FROM queue_jobs WHERE id = $1").bind(job.id).fetch_one(&pool).await.expect("key");
+            order.push(key);
+        }
+    }
+    assert_eq!(order, ["high-old", "high-new", "low"], "scheduled job not claimed before its run_at");
+}
