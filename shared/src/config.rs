@@ -82,7 +82,10 @@ impl Default for QueueSettings {
             retain_done: DEFAULT_RETAIN_DONE,
             retain_failed: DEFAULT_RETAIN_FAILED,
             poll_interval: DEFAULT_POLL_INTERVAL,
-            retry: RetryPolicy { base: DEFAULT_RETRY_BASE, max: DEFAULT_RETRY_MAX },
+            retry: RetryPolicy {
+                base: DEFAULT_RETRY_BASE,
+                max: DEFAULT_RETRY_MAX,
+            },
         }
     }
 }
@@ -105,7 +108,9 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     ///
     /// [`ConfigError::Missing`] when unset or empty.
     pub fn required(&self, var: &'static str) -> Result<String, ConfigError> {
-        (self.lookup)(var).filter(|v| !v.is_empty()).ok_or(ConfigError::Missing(var))
+        (self.lookup)(var)
+            .filter(|v| !v.is_empty())
+            .ok_or(ConfigError::Missing(var))
     }
 
     /// An optional string (unset or empty = `None`).
@@ -222,8 +227,11 @@ mod tests {
 
     #[test]
     fn durations_are_human_readable() {
-        let s = QueueSettings::from_env(&env(&[("LINKPULSE_RETAIN_DONE", "7d"), ("LINKPULSE_POLL_INTERVAL", "250ms")]))
-            .expect("valid settings");
+        let s = QueueSettings::from_env(&env(&[
+            ("LINKPULSE_RETAIN_DONE", "7d"),
+            ("LINKPULSE_POLL_INTERVAL", "250ms"),
+        ]))
+        .expect("valid settings");
         assert_eq!(s.retain_done, Duration::from_secs(7 * 24 * 3600));
         assert_eq!(s.poll_interval, Duration::from_millis(250));
     }

@@ -43,7 +43,12 @@ pub enum Drained {
 /// # Errors
 ///
 /// The worker's own error, if it ended by itself.
-pub async fn run_until_drained<F, E>(engine: &Engine, worker: F, stop: CancellationToken, grace: Duration) -> Result<Drained, E>
+pub async fn run_until_drained<F, E>(
+    engine: &Engine,
+    worker: F,
+    stop: CancellationToken,
+    grace: Duration,
+) -> Result<Drained, E>
 where
     F: Future<Output = Result<(), E>> + Send + 'static,
     E: Send + 'static,

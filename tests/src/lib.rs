@@ -50,7 +50,10 @@ impl JobArgs for TestJob {
         if kind != TEST_KIND {
             return Err(DecodeError::UnknownKind(kind.to_owned()));
         }
-        serde_json::from_value(payload).map_err(|source| DecodeError::Malformed { kind: kind.to_owned(), source })
+        serde_json::from_value(payload).map_err(|source| DecodeError::Malformed {
+            kind: kind.to_owned(),
+            source,
+        })
     }
 }
 
@@ -82,7 +85,9 @@ pub fn database_url(base_url: &str, database: &str) -> String {
         None => (base_url, None),
     };
     let scheme_end = without_query.find("://").map_or(0, |i| i + 3);
-    let path_start = without_query[scheme_end..].find('/').map_or(without_query.len(), |i| i + scheme_end);
+    let path_start = without_query[scheme_end..]
+        .find('/')
+        .map_or(without_query.len(), |i| i + scheme_end);
     let mut url = format!("{}/{}", &without_query[..path_start], database);
     if let Some(q) = query {
         url.push('?');
@@ -106,7 +111,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -66,27 +66,44 @@ fn transition(completion: &Completion, policy: &RetryPolicy) -> Transition {
             delay_ms: duration_ms(policy.backoff(lease.attempt)),
             refund_attempt: false,
             error_kind: Some("retry"),
-            error: Some(error.clone()),
+            error: Some(storable(error)),
         },
         Outcome::Retry { error } | Outcome::Fail { error } => Transition {
             state: "failed",
             delay_ms: 0,
             refund_attempt: false,
             error_kind: Some("fail"),
-            error: Some(error.clone()),
+            error: Some(storable(error)),
         },
         Outcome::Snooze { delay, reason } => Transition {
             state: "queued",
             delay_ms: duration_ms(*delay),
             refund_attempt: true,
             error_kind: Some("snooze"),
-            error: Some(reason.clone()),
+            error: Some(storable(reason)),
         },
     }
 }
 
+/// Longest snooze written back: a bogus `Retry-After` must not park a job for years (or overflow
+/// the interval arithmetic and jam the whole completion batch).
+pub const MAX_SNOOZE: Duration = Duration::from_secs(24 * 3600);
+
+/// Longest error text kept per attempt.
+const MAX_ERROR_CHARS: usize = 2000;
+
 fn duration_ms(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+    i64::try_from(d.min(MAX_SNOOZE).as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Error text PostgreSQL will always accept: no NUL (text columns refuse it, and one bad row
+/// would fail the whole batch), bounded length.
+fn storable(error: &str) -> String {
+    let mut text: String = error.chars().filter(|c| *c != '\0').take(MAX_ERROR_CHARS).collect();
+    if error.chars().count() > MAX_ERROR_CHARS {
+        text.push('…');
+    }
+    text
 }
 
 /// `job_complete_many`: every outcome of a batch in one statement.
@@ -120,11 +137,7 @@ WHERE j.id = u.id
 /// # Errors
 ///
 /// [`QueueError::Database`] if the statement fails; none of the batch is applied then.
-pub async fn complete_many(
-    pool: &PgPool,
-    completions: &[Completion],
-    policy: &RetryPolicy,
-) -> Result<u64, QueueError> {
+pub async fn complete_many(pool: &PgPool, completions: &[Completion], policy: &RetryPolicy) -> Result<u64, QueueError> {
     if completions.is_empty() {
         return Ok(0);
     }
@@ -185,7 +198,11 @@ pub async fn release_many(pool: &PgPool, owner: Uuid, ids: &[i64]) -> Result<u64
     if ids.is_empty() {
         return Ok(0);
     }
-    let result = sqlx::query(JOB_RELEASE_MANY).bind(ids).bind(owner).execute(pool).await?;
+    let result = sqlx::query(JOB_RELEASE_MANY)
+        .bind(ids)
+        .bind(owner)
+        .execute(pool)
+        .await?;
     Ok(result.rows_affected())
 }
 
@@ -227,7 +244,10 @@ mod tests {
     fn retry_before_the_last_attempt_requeues_with_backoff() {
         let policy = RetryPolicy::default();
         let t = transition(
-            &Completion { lease: lease(1, 3), outcome: Outcome::Retry { error: "boom".into() } },
+            &Completion {
+                lease: lease(1, 3),
+                outcome: Outcome::Retry { error: "boom".into() },
+            },
             &policy,
         );
         assert_eq!(t.state, "queued");
@@ -238,7 +258,10 @@ mod tests {
     #[test]
     fn retry_on_the_last_attempt_fails_the_job() {
         let t = transition(
-            &Completion { lease: lease(3, 3), outcome: Outcome::Retry { error: "boom".into() } },
+            &Completion {
+                lease: lease(3, 3),
+                outcome: Outcome::Retry { error: "boom".into() },
+            },
             &RetryPolicy::default(),
         );
         assert_eq!(t.state, "failed");
@@ -246,11 +269,45 @@ mod tests {
     }
 
     #[test]
+    fn error_text_is_made_storable() {
+        let t = transition(
+            &Completion {
+                lease: lease(3, 3),
+                outcome: Outcome::Fail {
+                    error: format!("a\0b{}", "x".repeat(5000)),
+                },
+            },
+            &RetryPolicy::default(),
+        );
+        let error = t.error.expect("error kept");
+        assert!(error.starts_with("abx") && !error.contains('\0'));
+        assert_eq!(error.chars().count(), MAX_ERROR_CHARS + 1);
+    }
+
+    #[test]
+    fn snooze_delay_is_capped() {
+        let t = transition(
+            &Completion {
+                lease: lease(1, 3),
+                outcome: Outcome::Snooze {
+                    delay: Duration::from_secs(u64::MAX / 4),
+                    reason: "bogus".into(),
+                },
+            },
+            &RetryPolicy::default(),
+        );
+        assert_eq!(t.delay_ms, 24 * 3600 * 1000);
+    }
+
+    #[test]
     fn snooze_refunds_the_attempt_even_on_the_last_one() {
         let t = transition(
             &Completion {
                 lease: lease(3, 3),
-                outcome: Outcome::Snooze { delay: Duration::from_secs(2), reason: "429".into() },
+                outcome: Outcome::Snooze {
+                    delay: Duration::from_secs(2),
+                    reason: "429".into(),
+                },
             },
             &RetryPolicy::default(),
         );

@@ -60,14 +60,21 @@ pub struct PgBackend<Args> {
 
 impl<Args> std::fmt::Debug for PgBackend<Args> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgBackend").field("worker_id", &self.engine.id()).finish_non_exhaustive()
+        f.debug_struct("PgBackend")
+            .field("worker_id", &self.engine.id())
+            .finish_non_exhaustive()
     }
 }
 
 impl<Args> PgBackend<Args> {
     /// A backend over a started engine.
     pub fn new(engine: Engine, config: EngineConfig) -> Self {
-        Self { engine, config, closing: None, _args: PhantomData }
+        Self {
+            engine,
+            config,
+            closing: None,
+            _args: PhantomData,
+        }
     }
 
     /// The engine behind this backend (for drain and shutdown from outside the worker).
@@ -125,7 +132,12 @@ impl<Args: JobArgs> Backend for PgBackend<Args> {
                 Err(error) => {
                     // A poison payload: fail it with the reason and keep going.
                     tracing::error!(job.id = job.id, job.kind = %job.kind, %error, "failing job with undecodable payload");
-                    self.engine.complete(Completion { lease, outcome: Outcome::Fail { error: error.to_string() } });
+                    self.engine.complete(Completion {
+                        lease,
+                        outcome: Outcome::Fail {
+                            error: error.to_string(),
+                        },
+                    });
                 }
             }
         }
@@ -133,7 +145,9 @@ impl<Args: JobArgs> Backend for PgBackend<Args> {
 
     fn poll_close(&mut self, cx: &mut Context<'_>, _worker: &WorkerContext) -> Poll<Result<(), QueueError>> {
         let engine = self.engine.clone();
-        let closing = self.closing.get_or_insert_with(|| async move { engine.shutdown().await }.boxed());
+        let closing = self
+            .closing
+            .get_or_insert_with(|| async move { engine.shutdown().await }.boxed());
         closing.as_mut().poll(cx).map(Ok)
     }
 }
@@ -150,7 +164,9 @@ impl<Args: JobArgs> BackendConfig for PgBackend<Args> {
     }
 
     fn middleware(&mut self, _worker: &mut WorkerContext) -> AckLayer {
-        AckLayer { engine: self.engine.clone() }
+        AckLayer {
+            engine: self.engine.clone(),
+        }
     }
 }
 
@@ -165,7 +181,10 @@ impl<S> Layer<S> for AckLayer {
     type Service = AckService<S>;
 
     fn layer(&self, inner: S) -> AckService<S> {
-        AckService { inner, engine: self.engine.clone() }
+        AckService {
+            inner,
+            engine: self.engine.clone(),
+        }
     }
 }
 
@@ -228,16 +247,23 @@ fn outcome_of(error: &(dyn std::error::Error + Send + Sync + 'static)) -> Outcom
     if let Some(job_error) = error.downcast_ref::<JobError>() {
         return match job_error {
             JobError::Retry(message) => Outcome::Retry { error: message.clone() },
-            JobError::Snooze { delay, reason } => Outcome::Snooze { delay: *delay, reason: reason.clone() },
+            JobError::Snooze { delay, reason } => Outcome::Snooze {
+                delay: *delay,
+                reason: reason.clone(),
+            },
             JobError::Fail(message) => Outcome::Fail { error: message.clone() },
         };
     }
     if let Some(join) = error.downcast_ref::<tokio::task::JoinError>()
         && join.is_panic()
     {
-        return Outcome::Retry { error: format!("handler panicked: {join}") };
+        return Outcome::Retry {
+            error: format!("handler panicked: {join}"),
+        };
     }
-    Outcome::Retry { error: error_chain(error) }
+    Outcome::Retry {
+        error: error_chain(error),
+    }
 }
 
 /// `error: cause: cause` — the whole chain, since a bare top-level message ("request failed")
@@ -268,6 +294,10 @@ impl<Args: Sync> FromRequest<Task<Args>> for JobLease {
     type Error = QueueError;
 
     async fn from_request(task: &Task<Args>) -> Result<Self, QueueError> {
-        task.ctx().data().get::<JobLease>().cloned().ok_or(QueueError::MissingLease)
+        task.ctx()
+            .data()
+            .get::<JobLease>()
+            .cloned()
+            .ok_or(QueueError::MissingLease)
     }
 }

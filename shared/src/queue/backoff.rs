@@ -25,7 +25,10 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self { base: DEFAULT_RETRY_BASE, max: DEFAULT_RETRY_MAX }
+        Self {
+            base: DEFAULT_RETRY_BASE,
+            max: DEFAULT_RETRY_MAX,
+        }
     }
 }
 
@@ -55,7 +58,10 @@ mod tests {
 
     #[test]
     fn backoff_doubles_until_the_cap() {
-        let policy = RetryPolicy { base: Duration::from_secs(1), max: Duration::from_secs(10) };
+        let policy = RetryPolicy {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(10),
+        };
         assert_eq!(policy.ceiling(1), Duration::from_secs(1));
         assert_eq!(policy.ceiling(2), Duration::from_secs(2));
         assert_eq!(policy.ceiling(4), Duration::from_secs(8));
@@ -70,7 +76,11 @@ mod tests {
             let ceiling = policy.ceiling(attempt);
             for _ in 0..50 {
                 let d = policy.backoff(attempt);
-                assert!(d >= ceiling / 2 && d <= ceiling, "{d:?} outside [{:?}, {ceiling:?}]", ceiling / 2);
+                assert!(
+                    d >= ceiling / 2 && d <= ceiling,
+                    "{d:?} outside [{:?}, {ceiling:?}]",
+                    ceiling / 2
+                );
             }
         }
     }

@@ -25,6 +25,9 @@ WITH candidates AS (
     WHERE j.state = 'queued'
       AND j.run_at <= now()
       AND j.kind = ANY($2)
+      -- a worker judged dead (row deleted by a rescue) claims nothing until it re-registers,
+      -- or the next rescue would take the new jobs from it mid-run
+      AND EXISTS (SELECT 1 FROM queue_workers w WHERE w.id = $1)
       AND (j.group_key IS NULL
            OR (SELECT count(*) FROM queue_group_slots s WHERE s.group_key = j.group_key) < $4)
     ORDER BY j.priority, j.run_at, j.id

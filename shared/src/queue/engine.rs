@@ -237,9 +237,16 @@ impl DbBackoff {
 
 async fn listen(inner: Arc<Inner>) {
     let mut backoff = DbBackoff::new();
-    let options = inner.pool.connect_options().as_ref().clone().application_name(LISTENER_APPLICATION_NAME);
+    let options = inner
+        .pool
+        .connect_options()
+        .as_ref()
+        .clone()
+        .application_name(LISTENER_APPLICATION_NAME);
     while !inner.stop_fetching.is_cancelled() {
-        let listener_pool = PgPoolOptions::new().max_connections(1).connect_lazy_with(options.clone());
+        let listener_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with(options.clone());
         let mut listener = match PgListener::connect_with(&listener_pool).await {
             Ok(listener) => listener,
             Err(error) => {
@@ -375,6 +382,9 @@ async fn write_completions(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Co
                 backoff.reset();
             }
             Err(error) => {
+                if inner.stop_acker.is_cancelled() {
+                    give_up_at.get_or_insert_with(|| tokio::time::Instant::now() + FINAL_FLUSH_DEADLINE);
+                }
                 if give_up_at.is_some_and(|at| tokio::time::Instant::now() >= at) {
                     tracing::error!(%error, lost = pending.len(), "giving up writing completions; the jobs will be rescued");
                     return;
@@ -407,7 +417,10 @@ async fn heartbeat(inner: Arc<Inner>) {
         match registry::heartbeat(&inner.pool, inner.id, draining).await {
             Ok(true) => {}
             Ok(false) => {
-                tracing::warn!(worker_id = %inner.id, "worker row was rescued away; registering again");
+                // Every job we held, buffered ones included, now belongs to the queue again:
+                // running the buffer would run them a second time.
+                let dropped = lock(&inner.buffer).drain(..).count();
+                tracing::warn!(worker_id = %inner.id, dropped, "worker row was rescued away; registering again");
                 if let Err(error) = registry::register(&inner.pool, inner.id, &inner.config.name).await {
                     tracing::warn!(%error, "failed to register again");
                 }
@@ -425,8 +438,13 @@ async fn maintain(inner: Arc<Inner>) {
             () = inner.stop_all.cancelled() => return,
             () = tokio::time::sleep(period) => {}
         }
-        match maintenance::run_once(&inner.pool, settings.rescue_after, settings.retain_done, settings.retain_failed)
-            .await
+        match maintenance::run_once(
+            &inner.pool,
+            settings.rescue_after,
+            settings.retain_done,
+            settings.retain_failed,
+        )
+        .await
         {
             Ok(Some((rescued, pruned))) => {
                 if rescued > 0 {

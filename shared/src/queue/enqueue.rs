@@ -96,7 +96,10 @@ where
         .fetch_one(executor)
         .await?;
     let inserted = u64::try_from(inserted).unwrap_or(0);
-    Ok(EnqueueReport { inserted, skipped: n as u64 - inserted })
+    Ok(EnqueueReport {
+        inserted,
+        skipped: n as u64 - inserted,
+    })
 }
 
 /// The producer side of the queue: autocommit inserts with a debounced wake-up.

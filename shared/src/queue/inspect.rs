@@ -163,12 +163,13 @@ WITH matching AS (
     FOR UPDATE SKIP LOCKED
 ),
 chosen AS (
-    SELECT DISTINCT ON (kind, coalesce(dedupe_key, id::text)) id
+    -- keyless jobs each form their own partition (the id), keyed ones one per key
+    SELECT DISTINCT ON (kind, dedupe_key IS NULL, coalesce(dedupe_key, id::text)) id
     FROM matching m
     WHERE m.dedupe_key IS NULL
        OR NOT EXISTS (SELECT 1 FROM queue_jobs o
                       WHERE o.kind = m.kind AND o.dedupe_key = m.dedupe_key AND o.state IN ('queued', 'running'))
-    ORDER BY kind, coalesce(dedupe_key, id::text), id DESC
+    ORDER BY kind, dedupe_key IS NULL, coalesce(dedupe_key, id::text), id DESC
 ),
 requeued AS (
     UPDATE queue_jobs j
@@ -201,11 +202,17 @@ pub async fn requeue(pool: &PgPool, state: JobState, filter: &JobFilter) -> Resu
         match result {
             Ok((requeued, matched)) => {
                 if requeued > 0 {
-                    let _ = sqlx::query("SELECT pg_notify($1, '')").bind(super::NOTIFY_CHANNEL).execute(pool).await;
+                    let _ = sqlx::query("SELECT pg_notify($1, '')")
+                        .bind(super::NOTIFY_CHANNEL)
+                        .execute(pool)
+                        .await;
                 }
                 let requeued = u64::try_from(requeued).unwrap_or(0);
                 let matched = u64::try_from(matched).unwrap_or(0);
-                return Ok(RequeueReport { requeued, skipped: matched.saturating_sub(requeued) });
+                return Ok(RequeueReport {
+                    requeued,
+                    skipped: matched.saturating_sub(requeued),
+                });
             }
             // A producer inserted the same key between our check and our update: try once more.
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") && tries == 0 => tries += 1,

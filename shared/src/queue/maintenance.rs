@@ -52,7 +52,10 @@ WHERE id IN (
 ///
 /// [`QueueError::Database`] if the statement fails.
 pub async fn rescue_lost(pool: &PgPool, rescue_after: Duration) -> Result<u64, QueueError> {
-    let result = sqlx::query(JOB_RESCUE_LOST).bind(rescue_after.as_secs_f64()).execute(pool).await?;
+    let result = sqlx::query(JOB_RESCUE_LOST)
+        .bind(rescue_after.as_secs_f64())
+        .execute(pool)
+        .await?;
     Ok(result.rows_affected())
 }
 

@@ -47,6 +47,9 @@ pub async fn heartbeat(pool: &PgPool, id: Uuid, draining: bool) -> Result<bool, 
 ///
 /// [`QueueError::Database`] if the delete fails.
 pub async fn deregister(pool: &PgPool, id: Uuid) -> Result<(), QueueError> {
-    sqlx::query("DELETE FROM queue_workers WHERE id = $1").bind(id).execute(pool).await?;
+    sqlx::query("DELETE FROM queue_workers WHERE id = $1")
+        .bind(id)
+        .execute(pool)
+        .await?;
     Ok(())
 }

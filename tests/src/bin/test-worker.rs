@@ -37,7 +37,10 @@ async fn run_test_job(job: TestJob, lease: JobLease, pool: Data<PgPool>) -> Resu
     if let Some(ms) = job.snooze_ms
         && lease.attempt == 1
     {
-        return Err(JobError::Snooze { delay: Duration::from_millis(ms), reason: "test snooze".into() });
+        return Err(JobError::Snooze {
+            delay: Duration::from_millis(ms),
+            reason: "test snooze".into(),
+        });
     }
     if let Some(message) = job.retry {
         return Err(JobError::Retry(message));
@@ -56,7 +59,9 @@ async fn main() -> anyhow::Result<()> {
     let queue = QueueSettings::from_env(&env)?;
     let concurrency: usize = env.positive("TEST_CONCURRENCY", 4)?;
     let grace = Duration::from_millis(env.parse("TEST_SHUTDOWN_GRACE_MS", 30_000)?);
-    let pool = linkpulse_shared::db::connect(&url, 8).await.context("failed to connect")?;
+    let pool = linkpulse_shared::db::connect(&url, 8)
+        .await
+        .context("failed to connect")?;
     create_test_runs(&pool).await?;
 
     let config = EngineConfig {

@@ -26,7 +26,10 @@ pub fn fast_env() -> Vec<(&'static str, String)> {
 
 /// The URL of the test's own database, for child processes.
 pub async fn url_of(pool: &PgPool) -> String {
-    let (name,): (String,) = sqlx::query_as("SELECT current_database()").fetch_one(pool).await.expect("current_database");
+    let (name,): (String,) = sqlx::query_as("SELECT current_database()")
+        .fetch_one(pool)
+        .await
+        .expect("current_database");
     let base = std::env::var("DATABASE_URL").expect("DATABASE_URL must be set for the integration tests");
     database_url(&base, &name)
 }
@@ -34,8 +37,10 @@ pub async fn url_of(pool: &PgPool) -> String {
 /// Inserts test jobs and returns their ids in insertion order.
 pub async fn enqueue(pool: &PgPool, jobs: &[(TestJob, Option<&str>)], max_attempts: i32) -> Vec<i64> {
     create_test_runs(pool).await.expect("test_runs");
-    let (before,): (i64,) =
-        sqlx::query_as("SELECT coalesce(max(id), 0) FROM queue_jobs").fetch_one(pool).await.expect("max id");
+    let (before,): (i64,) = sqlx::query_as("SELECT coalesce(max(id), 0) FROM queue_jobs")
+        .fetch_one(pool)
+        .await
+        .expect("max id");
     let new: Vec<NewJob> = jobs
         .iter()
         .map(|(job, group)| {
@@ -64,18 +69,22 @@ pub async fn job(pool: &PgPool, id: i64) -> (String, i32, serde_json::Value) {
 
 /// Count of jobs per state.
 pub async fn count_state(pool: &PgPool, state: &str) -> i64 {
-    let (n,): (i64,) =
-        sqlx::query_as("SELECT count(*) FROM queue_jobs WHERE state = $1").bind(state).fetch_one(pool).await.expect("count");
+    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM queue_jobs WHERE state = $1")
+        .bind(state)
+        .fetch_one(pool)
+        .await
+        .expect("count");
     n
 }
 
 /// Recorded `event`s (start/finish) per job id.
 pub async fn events_per_job(pool: &PgPool, event: &str) -> HashMap<i64, i64> {
-    let rows: Vec<(i64, i64)> = sqlx::query_as("SELECT job_id, count(*) FROM test_runs WHERE event = $1 GROUP BY job_id")
-        .bind(event)
-        .fetch_all(pool)
-        .await
-        .expect("events");
+    let rows: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT job_id, count(*) FROM test_runs WHERE event = $1 GROUP BY job_id")
+            .bind(event)
+            .fetch_all(pool)
+            .await
+            .expect("events");
     rows.into_iter().collect()
 }
 
@@ -90,7 +99,11 @@ impl WorkerProcess {
     pub async fn spawn(pool: &PgPool, extra_env: &[(&str, String)]) -> Self {
         let url = url_of(pool).await;
         let mut command = Command::new(env!("CARGO_BIN_EXE_test-worker"));
-        command.arg(url).stderr(Stdio::piped()).stdout(Stdio::null()).kill_on_drop(true);
+        command
+            .arg(url)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .kill_on_drop(true);
         for (k, v) in fast_env().iter().chain(extra_env.iter()) {
             command.env(k, v);
         }
@@ -124,7 +137,10 @@ impl WorkerProcess {
 
     /// Waits for the process to exit and returns its exit code.
     pub async fn wait(mut self, deadline: Duration) -> Option<i32> {
-        let status = tokio::time::timeout(deadline, self.child.wait()).await.expect("worker exited in time").expect("wait");
+        let status = tokio::time::timeout(deadline, self.child.wait())
+            .await
+            .expect("worker exited in time")
+            .expect("wait");
         status.code()
     }
 }

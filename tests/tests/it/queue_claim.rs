@@ -36,6 +36,7 @@ async fn concurrent_claimers_never_get_the_same_job(pool: PgPool) {
         let pool = pool.clone();
         claimers.push(tokio::spawn(async move {
             let owner = Uuid::new_v4();
+            registry::register(&pool, owner, "claimer").await.expect("register");
             let mut mine = Vec::new();
             loop {
                 let batch = claim::claim_batch(&pool, owner, KINDS, 37, 2).await.expect("claim");
@@ -75,10 +76,16 @@ async fn completion_of_a_rescued_attempt_is_refused(pool: PgPool) {
         .execute(&pool)
         .await
         .expect("age worker");
-    let rescued = maintenance::rescue_lost(&pool, Duration::from_secs(30)).await.expect("rescue");
+    let rescued = maintenance::rescue_lost(&pool, Duration::from_secs(30))
+        .await
+        .expect("rescue");
     assert_eq!(rescued, 1);
     let (state, attempts, errors) = job(&pool, ids[0]).await;
-    assert_eq!((state.as_str(), attempts), ("queued", 1), "rescue keeps the attempt counted");
+    assert_eq!(
+        (state.as_str(), attempts),
+        ("queued", 1),
+        "rescue keeps the attempt counted"
+    );
     assert_eq!(errors[0]["kind"], "lost");
 
     let new_owner = Uuid::new_v4();
@@ -87,11 +94,21 @@ async fn completion_of_a_rescued_attempt_is_refused(pool: PgPool) {
     assert_eq!(second.len(), 1);
 
     let policy = RetryPolicy::default();
-    let late = Completion { lease: lease_of(&first[0], old_owner), outcome: Outcome::Done };
-    assert_eq!(ack::complete_many(&pool, &[late], &policy).await.expect("ack"), 0, "late completion refused");
+    let late = Completion {
+        lease: lease_of(&first[0], old_owner),
+        outcome: Outcome::Done,
+    };
+    assert_eq!(
+        ack::complete_many(&pool, &[late], &policy).await.expect("ack"),
+        0,
+        "late completion refused"
+    );
     assert_eq!(job(&pool, ids[0]).await.0, "running", "the new attempt is untouched");
 
-    let current = Completion { lease: lease_of(&second[0], new_owner), outcome: Outcome::Done };
+    let current = Completion {
+        lease: lease_of(&second[0], new_owner),
+        outcome: Outcome::Done,
+    };
     assert_eq!(ack::complete_many(&pool, &[current], &policy).await.expect("ack"), 1);
     assert_eq!(job(&pool, ids[0]).await.0, "done");
 }
@@ -100,10 +117,27 @@ async fn completion_of_a_rescued_attempt_is_refused(pool: PgPool) {
 async fn rescue_of_the_last_attempt_fails_the_job(pool: PgPool) {
     let ids = enqueue(&pool, &[(TestJob::default(), None)], 1).await;
     let owner = Uuid::new_v4();
-    // No worker row at all: the owner vanished without deregistering.
+    registry::register(&pool, owner, "vanishing").await.expect("register");
     let claimed = claim::claim_batch(&pool, owner, KINDS, 10, 2).await.expect("claim");
     assert_eq!(claimed.len(), 1);
-    assert_eq!(maintenance::rescue_lost(&pool, Duration::from_secs(30)).await.expect("rescue"), 1);
+    // The owner vanished without deregistering cleanly: no worker row at all.
+    sqlx::query("DELETE FROM queue_workers")
+        .execute(&pool)
+        .await
+        .expect("delete worker");
+    assert!(
+        claim::claim_batch(&pool, owner, KINDS, 10, 2)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "unregistered owners claim nothing"
+    );
+    assert_eq!(
+        maintenance::rescue_lost(&pool, Duration::from_secs(30))
+            .await
+            .expect("rescue"),
+        1
+    );
     let (state, attempts, _) = job(&pool, ids[0]).await;
     assert_eq!((state.as_str(), attempts), ("failed", 1));
 }
@@ -118,21 +152,37 @@ async fn claim_respects_priority_then_run_at(pool: PgPool) {
         &pool,
         &[
             NewJob::new(TEST_KIND, payload.clone(), 1).priority(5).dedupe_key("low"),
-            NewJob::new(TEST_KIND, payload.clone(), 1).priority(0).run_at(past).dedupe_key("high-old"),
-            NewJob::new(TEST_KIND, payload.clone(), 1).priority(0).dedupe_key("high-new"),
-            NewJob::new(TEST_KIND, payload, 1).priority(0).run_at(future).dedupe_key("scheduled"),
+            NewJob::new(TEST_KIND, payload.clone(), 1)
+                .priority(0)
+                .run_at(past)
+                .dedupe_key("high-old"),
+            NewJob::new(TEST_KIND, payload.clone(), 1)
+                .priority(0)
+                .dedupe_key("high-new"),
+            NewJob::new(TEST_KIND, payload, 1)
+                .priority(0)
+                .run_at(future)
+                .dedupe_key("scheduled"),
         ],
     )
     .await
     .expect("insert");
     let owner = Uuid::new_v4();
+    registry::register(&pool, owner, "ordered").await.expect("register");
     let mut order = Vec::new();
     for _ in 0..4 {
         for job in claim::claim_batch(&pool, owner, KINDS, 1, 2).await.expect("claim") {
-            let (key,): (String,) =
-                sqlx::query_as("SELECT dedupe_key FROM queue_jobs WHERE id = $1").bind(job.id).fetch_one(&pool).await.expect("key");
+            let (key,): (String,) = sqlx::query_as("SELECT dedupe_key FROM queue_jobs WHERE id = $1")
+                .bind(job.id)
+                .fetch_one(&pool)
+                .await
+                .expect("key");
             order.push(key);
         }
     }
-    assert_eq!(order, ["high-old", "high-new", "low"], "scheduled job not claimed before its run_at");
+    assert_eq!(
+        order,
+        ["high-old", "high-new", "low"],
+        "scheduled job not claimed before its run_at"
+    );
 }

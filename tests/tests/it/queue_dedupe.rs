@@ -6,7 +6,8 @@ use sqlx::PgPool;
 
 fn keyed(keys: impl Iterator<Item = usize>) -> Vec<NewJob> {
     let payload = TestJob::default().encode().expect("encode");
-    keys.map(|k| NewJob::new(TEST_KIND, payload.clone(), 3).dedupe_key(format!("link-{k}"))).collect()
+    keys.map(|k| NewJob::new(TEST_KIND, payload.clone(), 3).dedupe_key(format!("link-{k}")))
+        .collect()
 }
 
 #[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
@@ -19,13 +20,18 @@ async fn concurrent_bulk_inserts_of_the_same_keys_insert_each_once(pool: PgPool)
     let (a, b) = (a.expect("insert a"), b.expect("insert b"));
     assert_eq!(a.inserted + b.inserted, n as u64);
     assert_eq!(a.skipped + b.skipped, n as u64);
-    let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM queue_jobs").fetch_one(&pool).await.expect("count");
+    let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM queue_jobs")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
     assert_eq!(rows, n as i64);
 }
 
 #[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
 async fn duplicates_within_one_batch_are_skipped_not_an_error(pool: PgPool) {
-    let report = insert_many(&pool, &keyed([1, 2, 1, 3, 2].into_iter())).await.expect("insert");
+    let report = insert_many(&pool, &keyed([1, 2, 1, 3, 2].into_iter()))
+        .await
+        .expect("insert");
     assert_eq!((report.inserted, report.skipped), (3, 2));
 }
 
@@ -37,7 +43,11 @@ async fn a_finished_job_does_not_block_a_new_one_with_its_key(pool: PgPool) {
         .await
         .expect("finish");
     let report = insert_many(&pool, &keyed(0..2)).await.expect("insert again");
-    assert_eq!((report.inserted, report.skipped), (1, 1), "done key reinserted, queued key skipped");
+    assert_eq!(
+        (report.inserted, report.skipped),
+        (1, 1),
+        "done key reinserted, queued key skipped"
+    );
 }
 
 #[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
@@ -46,6 +56,9 @@ async fn insert_inside_a_rolled_back_transaction_leaves_nothing(pool: PgPool) {
     let report = insert_many(&mut *tx, &keyed(0..10)).await.expect("insert");
     assert_eq!(report.inserted, 10);
     tx.rollback().await.expect("rollback");
-    let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM queue_jobs").fetch_one(&pool).await.expect("count");
+    let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM queue_jobs")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
     assert_eq!(rows, 0);
 }

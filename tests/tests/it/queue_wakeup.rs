@@ -10,19 +10,21 @@ use sqlx::PgPool;
 use crate::helpers::{WorkerProcess, enqueue, job, wait_for};
 
 async fn listener_pids(pool: &PgPool) -> Vec<i32> {
-    let rows: Vec<(i32,)> = sqlx::query_as(
-        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1",
-    )
-    .bind(LISTENER_APPLICATION_NAME)
-    .fetch_all(pool)
-    .await
-    .expect("pg_stat_activity");
+    let rows: Vec<(i32,)> =
+        sqlx::query_as("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1")
+            .bind(LISTENER_APPLICATION_NAME)
+            .fetch_all(pool)
+            .await
+            .expect("pg_stat_activity");
     rows.into_iter().map(|(pid,)| pid).collect()
 }
 
 async fn wait_done(pool: &PgPool, id: i64, deadline: Duration) -> Duration {
     let start = Instant::now();
-    wait_for(deadline, "the job to finish", || async { (job(pool, id).await.0 == "done").then_some(()) }).await;
+    wait_for(deadline, "the job to finish", || async {
+        (job(pool, id).await.0 == "done").then_some(())
+    })
+    .await;
     start.elapsed()
 }
 
@@ -30,13 +32,25 @@ async fn wait_done(pool: &PgPool, id: i64, deadline: Duration) -> Duration {
 async fn a_notification_starts_an_idle_worker_long_before_its_poll(pool: PgPool) {
     integration_tests::create_test_runs(&pool).await.expect("test_runs");
     let _worker = WorkerProcess::spawn(&pool, &[("LINKPULSE_POLL_INTERVAL", "30s".into())]).await;
-    wait_for(Duration::from_secs(10), "the listener", || async { (!listener_pids(&pool).await.is_empty()).then_some(()) }).await;
+    wait_for(Duration::from_secs(10), "the listener", || async {
+        (!listener_pids(&pool).await.is_empty()).then_some(())
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await; // let the worker go idle
     let queue = Queue::new(pool.clone());
-    queue.enqueue(&[NewJob::new(TEST_KIND, TestJob::default().encode().expect("encode"), 1)]).await.expect("enqueue");
-    let (id,): (i64,) = sqlx::query_as("SELECT max(id) FROM queue_jobs").fetch_one(&pool).await.expect("id");
+    queue
+        .enqueue(&[NewJob::new(TEST_KIND, TestJob::default().encode().expect("encode"), 1)])
+        .await
+        .expect("enqueue");
+    let (id,): (i64,) = sqlx::query_as("SELECT max(id) FROM queue_jobs")
+        .fetch_one(&pool)
+        .await
+        .expect("id");
     let took = wait_done(&pool, id, Duration::from_secs(10)).await;
-    assert!(took < Duration::from_secs(5), "took {took:?}: the worker waited for its 30 s poll");
+    assert!(
+        took < Duration::from_secs(5),
+        "took {took:?}: the worker waited for its 30 s poll"
+    );
 }
 
 #[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
@@ -50,7 +64,11 @@ async fn a_killed_listener_connection_loses_no_job(pool: PgPool) {
     })
     .await;
     for pid in pids {
-        sqlx::query("SELECT pg_terminate_backend($1)").bind(pid).execute(&pool).await.expect("terminate listener");
+        sqlx::query("SELECT pg_terminate_backend($1)")
+            .bind(pid)
+            .execute(&pool)
+            .await
+            .expect("terminate listener");
     }
     // Inserted without any NOTIFY while the listener is down: only the poll can find it.
     let ids = enqueue(&pool, &[(TestJob::default(), None)], 1).await;
@@ -77,7 +95,10 @@ async fn a_scheduled_job_starts_on_time(pool: PgPool) {
     )
     .await
     .expect("insert");
-    let (id,): (i64,) = sqlx::query_as("SELECT max(id) FROM queue_jobs").fetch_one(&pool).await.expect("id");
+    let (id,): (i64,) = sqlx::query_as("SELECT max(id) FROM queue_jobs")
+        .fetch_one(&pool)
+        .await
+        .expect("id");
     wait_done(&pool, id, Duration::from_secs(10)).await;
     let (late_by,): (f64,) = sqlx::query_as(
         "SELECT extract(epoch FROM min(r.at) - j.run_at)::float8 FROM test_runs r JOIN queue_jobs j ON j.id = r.job_id WHERE j.id = $1 GROUP BY j.run_at",
