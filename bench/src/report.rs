@@ -1,0 +1,162 @@
+//! The JSON lines the bench prints: one object per phase on stdout, fields in a fixed order so
+//! other tools (and people diffing runs) can rely on the shape.
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+/// Name every line carries, so results of several systems can share one file.
+const SYSTEM: &str = "linkpulse";
+
+/// Result of the bulk insert.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnqueueBulk {
+    system: &'static str,
+    phase: &'static str,
+    n: usize,
+    chunk: usize,
+    seconds: f64,
+    jobs_per_s: u64,
+}
+
+impl EnqueueBulk {
+    /// `n` jobs inserted in chunks of `chunk` in `elapsed`.
+    pub fn new(n: usize, chunk: usize, elapsed: Duration) -> Self {
+        Self {
+            system: SYSTEM,
+            phase: "enqueue_bulk",
+            n,
+            chunk,
+            seconds: round(elapsed.as_secs_f64(), 3),
+            jobs_per_s: rate(n, elapsed),
+        }
+    }
+}
+
+/// Result of draining the queue with a real worker.
+#[derive(Debug, Clone, Serialize)]
+pub struct Process {
+    system: &'static str,
+    phase: &'static str,
+    n: usize,
+    completed: usize,
+    duplicates: usize,
+    drained_s: f64,
+    jobs_per_s: u64,
+}
+
+impl Process {
+    /// `completed` of `n` jobs ran (`duplicates` more than once); all were done after `elapsed`.
+    pub fn new(n: usize, completed: usize, duplicates: usize, elapsed: Duration) -> Self {
+        Self {
+            system: SYSTEM,
+            phase: "process",
+            n,
+            completed,
+            duplicates,
+            drained_s: round(elapsed.as_secs_f64(), 3),
+            jobs_per_s: rate(completed, elapsed),
+        }
+    }
+}
+
+/// Enqueue-to-start latency of single jobs on an idle worker.
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyIdle {
+    system: &'static str,
+    phase: &'static str,
+    samples: usize,
+    p50_ms: f64,
+    p95_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+impl LatencyIdle {
+    /// Percentiles of `samples` (any order).
+    pub fn new(mut samples: Vec<Duration>) -> Self {
+        samples.sort_unstable();
+        let ms = |q: f64| round(percentile(&samples, q).as_secs_f64() * 1000.0, 2);
+        Self {
+            system: SYSTEM,
+            phase: "latency_idle",
+            samples: samples.len(),
+            p50_ms: ms(0.50),
+            p95_ms: ms(0.95),
+            p99_ms: ms(0.99),
+            max_ms: ms(1.0),
+        }
+    }
+}
+
+/// Prints `line` as one JSON object on stdout and flushes, so a reader sees each phase as soon
+/// as it ends.
+///
+/// # Errors
+///
+/// If stdout is closed.
+pub fn emit(line: &impl Serialize) -> anyhow::Result<()> {
+    let json = serde_json::to_string(line).context("encoding a result line")?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{json}").context("writing to stdout")?;
+    stdout.flush().context("flushing stdout")
+}
+
+/// Nearest-rank percentile `q` (0..=1) of ascending `sorted`; zero when empty.
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    // Rank in 1..=len; the casts are exact for any realistic sample count.
+    let rank = (q * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted[rank.min(sorted.len()) - 1]
+}
+
+/// Jobs per second, rounded down.
+fn rate(jobs: usize, elapsed: Duration) -> u64 {
+    let seconds = elapsed.as_secs_f64();
+    if seconds <= 0.0 {
+        0
+    } else {
+        (jobs as f64 / seconds) as u64
+    }
+}
+
+/// `x` rounded to `digits` decimals, so lines stay readable.
+fn round(x: f64, digits: i32) -> f64 {
+    let scale = 10f64.powi(digits);
+    (x * scale).round() / scale
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let samples: Vec<Duration> = (1..=200).map(Duration::from_millis).collect();
+        let line = LatencyIdle::new(samples.into_iter().rev().collect());
+        assert_eq!(
+            (line.p50_ms, line.p95_ms, line.p99_ms, line.max_ms),
+            (100.0, 190.0, 198.0, 200.0)
+        );
+        assert_eq!(percentile(&[], 0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn lines_keep_the_documented_field_order() {
+        let line =
+            serde_json::to_string(&EnqueueBulk::new(50_000, 5_000, Duration::from_millis(800))).expect("encodes");
+        assert_eq!(
+            line,
+            r#"{"system":"linkpulse","phase":"enqueue_bulk","n":50000,"chunk":5000,"seconds":0.8,"jobs_per_s":62500}"#
+        );
+        let line = serde_json::to_string(&Process::new(10, 10, 0, Duration::from_secs(2))).expect("encodes");
+        assert_eq!(
+            line,
+            r#"{"system":"linkpulse","phase":"process","n":10,"completed":10,"duplicates":0,"drained_s":2.0,"jobs_per_s":5}"#
+        );
+    }
+}

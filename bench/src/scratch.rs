@@ -1,0 +1,136 @@
+//! A throwaway database per run, so the bench never touches the data of the database it is
+//! pointed at and always starts from an empty, freshly migrated queue.
+
+use std::future::Future;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, PgPool};
+
+/// Connection options parsed from a `postgres://` URL.
+///
+/// # Errors
+///
+/// If `url` is not a valid PostgreSQL URL.
+pub fn parse_url(url: &str) -> anyhow::Result<PgConnectOptions> {
+    PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid postgres:// URL")
+}
+
+/// Opens a pool of at most `max_connections` with `options`.
+///
+/// # Errors
+///
+/// If the first connection fails.
+pub async fn connect(options: PgConnectOptions, max_connections: u32) -> anyhow::Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await
+        .context("connecting to PostgreSQL")
+}
+
+/// Name of this process's scratch database: the pid keeps concurrent runs apart.
+fn scratch_name() -> String {
+    format!("linkpulse_bench_{}", std::process::id())
+}
+
+/// Creates a scratch database on the server of `admin_url`, migrates it, runs `body` with a pool
+/// of `max_connections` on it, and drops it — also when `body` fails or the run is interrupted.
+///
+/// # Errors
+///
+/// `body`'s error, or a failure to create, migrate or drop the scratch database.
+pub async fn with_scratch_database<F, Fut, T>(admin_url: &str, max_connections: u32, body: F) -> anyhow::Result<T>
+where
+    F: FnOnce(PgPool) -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    let admin_options = parse_url(admin_url)?;
+    let admin = connect(admin_options.clone(), 1)
+        .await
+        .context("connecting to DATABASE_URL")?;
+    let name = scratch_name();
+    execute(&admin, format!("CREATE DATABASE {}", quote_ident(&name)))
+        .await
+        .with_context(|| format!("creating scratch database {name}"))?;
+    tracing::info!(database = %name, "created scratch database");
+    let outcome = async {
+        let pool = connect(admin_options.database(&name), max_connections).await?;
+        let result = run_migrated(&pool, body).await;
+        pool.close().await;
+        result
+    };
+    let outcome = tokio::select! {
+        outcome = outcome => outcome,
+        interrupted = tokio::signal::ctrl_c() => match interrupted {
+            Ok(()) => Err(anyhow!("interrupted")),
+            Err(error) => Err(anyhow!(error).context("listening for Ctrl-C")),
+        },
+    };
+    let dropped = execute(
+        &admin,
+        format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(&name)),
+    )
+    .await
+    .with_context(|| format!("dropping scratch database {name}"));
+    admin.close().await;
+    match (outcome, dropped) {
+        (Ok(value), Ok(())) => {
+            tracing::info!(database = %name, "dropped scratch database");
+            Ok(value)
+        }
+        (Ok(_), Err(error)) => Err(error),
+        (Err(error), dropped) => {
+            if let Err(drop_error) = dropped {
+                tracing::error!(error = format!("{drop_error:#}"), "scratch database left behind");
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Applies the queue's migrations, then runs `body`.
+async fn run_migrated<F, Fut, T>(pool: &PgPool, body: F) -> anyhow::Result<T>
+where
+    F: FnOnce(PgPool) -> Fut,
+    Fut: Future<Output = anyhow::Result<T>>,
+{
+    linkpulse_shared::db::migrate(pool)
+        .await
+        .context("migrating the scratch database")?;
+    body(pool.clone()).await
+}
+
+/// Runs a one-off utility statement with the simple protocol: preparing it (sqlx's default)
+/// would only fill the connection's statement cache with names used once.
+async fn execute(pool: &PgPool, sql: String) -> anyhow::Result<()> {
+    sqlx::raw_sql(AssertSqlSafe(sql)).execute(pool).await?;
+    Ok(())
+}
+
+/// Quotes an SQL identifier.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("linkpulse_bench_1"), "\"linkpulse_bench_1\"");
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+
+    #[test]
+    fn scratch_database_replaces_only_the_path() {
+        let options = parse_url("postgres://postgres@127.0.0.1:5432/postgres?application_name=x").expect("valid");
+        let scratch = options.database("linkpulse_bench_1");
+        assert_eq!(scratch.get_database(), Some("linkpulse_bench_1"));
+        assert_eq!(scratch.get_host(), "127.0.0.1");
+    }
+}

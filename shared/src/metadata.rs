@@ -1,0 +1,1 @@
+//! Page metadata extraction (being written).
