@@ -29,6 +29,10 @@ CREATE TABLE links (
     last_outcome         text CHECK (last_outcome IN ('ok', 'dead', 'transient', 'blocked')),
     last_error           text,
     last_checked_at      timestamptz,
+    -- the job whose result was written last: replaying the same job (a rescued attempt that
+    -- finished twice) changes nothing, so write-backs are idempotent
+    last_check_job_id    bigint,
+    last_refresh_job_id  bigint,
     refreshed_at         timestamptz,
     created_at           timestamptz NOT NULL DEFAULT now(),
     updated_at           timestamptz NOT NULL DEFAULT now()

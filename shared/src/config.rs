@@ -250,3 +250,122 @@ mod tests {
         assert!(err.to_string().contains("half of LINKPULSE_RESCUE_AFTER"), "{err}");
     }
 }
+
+/// Default: a link's health check is due this long after the last one.
+pub const DEFAULT_CHECK_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// Default: metadata refresh is due this long after the last one.
+pub const DEFAULT_REFRESH_AFTER: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Default producer cycle period.
+pub const DEFAULT_CYCLE_INTERVAL: Duration = Duration::from_secs(60);
+/// Default most jobs enqueued per kind per cycle.
+pub const DEFAULT_CYCLE_LIMIT: i64 = 10_000;
+/// Default consecutive failed checks that make a link `inaccessible`.
+pub const DEFAULT_FAILURE_THRESHOLD: i32 = 3;
+/// Default GitHub API base.
+pub const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
+/// Default producer admin address.
+pub const DEFAULT_ADMIN_ADDR: &str = "127.0.0.1:8080";
+/// Default worker health/metrics address.
+pub const DEFAULT_WORKER_ADDR: &str = "0.0.0.0:9090";
+
+/// Every setting of the producer and the worker.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `DATABASE_URL` (required).
+    pub database_url: String,
+    /// Queue behaviour.
+    pub queue: QueueSettings,
+    /// `LINKPULSE_CHECK_AFTER`: a check is due this long after the last one (`0s` = every cycle).
+    pub check_after: Duration,
+    /// `LINKPULSE_REFRESH_AFTER`: a refresh is due this long after the last one.
+    pub refresh_after: Duration,
+    /// `LINKPULSE_CYCLE_INTERVAL`: producer cycle period.
+    pub cycle_interval: Duration,
+    /// `LINKPULSE_CYCLE_LIMIT`: most jobs enqueued per kind per cycle (oldest first).
+    pub cycle_limit: i64,
+    /// `LINKPULSE_FAILURE_THRESHOLD`: consecutive failed checks that make a link `inaccessible`.
+    pub failure_threshold: i32,
+    /// `LINKPULSE_WORKER_CONCURRENCY`: jobs one worker process runs at once (`--concurrency`
+    /// overrides). Each holds at most one HTTP connection.
+    pub worker_concurrency: usize,
+    /// `LINKPULSE_SHUTDOWN_GRACE`: how long SIGTERM waits for in-flight jobs before releasing
+    /// them. Keep Kubernetes' `terminationGracePeriodSeconds` above this plus the HTTP timeout.
+    pub shutdown_grace: Duration,
+    /// `LINKPULSE_CHECK_ENABLED`: the producer enqueues checks.
+    pub check_enabled: bool,
+    /// `LINKPULSE_REFRESH_ENABLED`: the producer enqueues refreshes.
+    pub refresh_enabled: bool,
+    /// Fetching (`LINKPULSE_HTTP_TIMEOUT`, `LINKPULSE_USER_AGENT`, `LINKPULSE_ALLOW_PRIVATE_NETWORKS`,
+    /// `LINKPULSE_ALLOWED_HOSTS`).
+    pub fetch: crate::fetch::FetchSettings,
+    /// `LINKPULSE_GITHUB_API_URL`.
+    pub github_api_url: url::Url,
+    /// `GITHUB_TOKEN` (optional; raises GitHub's rate limit).
+    pub github_token: Option<String>,
+    /// `LINKPULSE_ADMIN_ADDR`: the producer's admin HTTP.
+    pub admin_addr: std::net::SocketAddr,
+    /// `LINKPULSE_WORKER_ADDR`: the worker's health and metrics HTTP.
+    pub worker_addr: std::net::SocketAddr,
+}
+
+impl Settings {
+    /// Defaults for everything, against `database_url` (tests start here).
+    ///
+    /// # Panics
+    ///
+    /// Never: the default constants are valid.
+    #[allow(clippy::expect_used)]
+    pub fn defaults(database_url: impl Into<String>) -> Self {
+        Self {
+            database_url: database_url.into(),
+            queue: QueueSettings::default(),
+            check_after: DEFAULT_CHECK_AFTER,
+            refresh_after: DEFAULT_REFRESH_AFTER,
+            cycle_interval: DEFAULT_CYCLE_INTERVAL,
+            cycle_limit: DEFAULT_CYCLE_LIMIT,
+            failure_threshold: DEFAULT_FAILURE_THRESHOLD,
+            worker_concurrency: DEFAULT_WORKER_CONCURRENCY,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            check_enabled: true,
+            refresh_enabled: true,
+            fetch: crate::fetch::FetchSettings::default(),
+            github_api_url: url::Url::parse(DEFAULT_GITHUB_API_URL).expect("valid default URL"),
+            github_token: None,
+            admin_addr: DEFAULT_ADMIN_ADDR.parse().expect("valid default address"),
+            worker_addr: DEFAULT_WORKER_ADDR.parse().expect("valid default address"),
+        }
+    }
+
+    /// Reads every setting from `env`.
+    ///
+    /// # Errors
+    ///
+    /// The first missing or invalid variable.
+    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
+        let mut s = Self::defaults(env.required("DATABASE_URL")?);
+        s.queue = QueueSettings::from_env(env)?;
+        s.check_after = env.duration("LINKPULSE_CHECK_AFTER", DEFAULT_CHECK_AFTER)?;
+        s.refresh_after = env.duration("LINKPULSE_REFRESH_AFTER", DEFAULT_REFRESH_AFTER)?;
+        s.cycle_interval = env.duration("LINKPULSE_CYCLE_INTERVAL", DEFAULT_CYCLE_INTERVAL)?;
+        s.cycle_limit = env.positive("LINKPULSE_CYCLE_LIMIT", DEFAULT_CYCLE_LIMIT)?;
+        s.failure_threshold = env.positive("LINKPULSE_FAILURE_THRESHOLD", DEFAULT_FAILURE_THRESHOLD)?;
+        s.worker_concurrency = env.positive("LINKPULSE_WORKER_CONCURRENCY", DEFAULT_WORKER_CONCURRENCY)?;
+        s.shutdown_grace = env.duration("LINKPULSE_SHUTDOWN_GRACE", DEFAULT_SHUTDOWN_GRACE)?;
+        s.check_enabled = env.parse("LINKPULSE_CHECK_ENABLED", true)?;
+        s.refresh_enabled = env.parse("LINKPULSE_REFRESH_ENABLED", true)?;
+        s.fetch.timeout = env.duration("LINKPULSE_HTTP_TIMEOUT", crate::fetch::client::DEFAULT_HTTP_TIMEOUT)?;
+        if let Some(agent) = env.optional("LINKPULSE_USER_AGENT") {
+            s.fetch.user_agent = agent;
+        }
+        s.fetch.guard.allow_private_networks = env.parse("LINKPULSE_ALLOW_PRIVATE_NETWORKS", false)?;
+        s.fetch.guard.allowed_hosts = env
+            .optional("LINKPULSE_ALLOWED_HOSTS")
+            .map(|v| v.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect())
+            .unwrap_or_default();
+        s.github_api_url = env.parse("LINKPULSE_GITHUB_API_URL", s.github_api_url.clone())?;
+        s.github_token = env.optional("GITHUB_TOKEN");
+        s.admin_addr = env.parse("LINKPULSE_ADMIN_ADDR", s.admin_addr)?;
+        s.worker_addr = env.parse("LINKPULSE_WORKER_ADDR", s.worker_addr)?;
+        Ok(s)
+    }
+}

@@ -3,15 +3,24 @@
 //! # Layout
 //!
 //! - [`config`]: settings from the environment, with named defaults.
-//! - [`db`]: the pool and the migrations (ours and the queue's, one migrator).
+//! - [`db`]: the pool and the migrations (ours and the queue's, one migrator); `db::links`, the
+//!   links table and the write-back.
+//! - [`link_url`]: validation and normalisation of saved URLs.
+//! - [`jobs`]: the `check` and `refresh` job kinds.
+//! - [`fetch`]: guarded HTTP fetching (SSRF guard, manual redirects, capped bodies).
+//! - [`check`]: a check's verdict (ok, dead, transient, blocked).
 //! - [`metadata`]: title, description, image, favicon and site name from a page.
 //! - [`github`]: the GitHub API client for repository links.
 //! - [`queue`]: the PostgreSQL job queue and its apalis backend.
 //! - [`shutdown`]: signals and the drain of a worker.
 //! - [`telemetry`]: logging setup.
 
+pub mod check;
 pub mod config;
 pub mod db;
+pub mod fetch;
+pub mod jobs;
+pub mod link_url;
 pub mod github;
 pub mod metadata;
 pub mod queue;

@@ -1,0 +1,141 @@
+//! `producer queue …`
+
+use std::io::Write;
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use linkpulse_shared::config::Settings;
+use linkpulse_shared::jobs::{KINDS, dedupe_key};
+use linkpulse_shared::queue::{JobFilter, JobState, inspect};
+
+use super::links::{find, io};
+use crate::cli::{CliError, print_json};
+
+/// `queue stats`.
+///
+/// # Errors
+///
+/// Internal errors from the database.
+pub async fn stats(pool: &PgPool, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
+    let stats = inspect::stats(pool, &KINDS).await?;
+    if json {
+        return print_json(out, &stats);
+    }
+    writeln!(out, "{:<10} {:>9} {:>9} {:>9} {:>9}  OLDEST QUEUED", "KIND", "QUEUED", "RUNNING", "DONE", "FAILED")
+        .map_err(io)?;
+    for (kind, s) in &stats.kinds {
+        let age = s.oldest_queued_age_seconds.map(|a| format!("{a:.1}s")).unwrap_or_else(|| "-".into());
+        writeln!(out, "{kind:<10} {:>9} {:>9} {:>9} {:>9}  {age}", s.queued, s.running, s.done, s.failed).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// `queue list`.
+///
+/// # Errors
+///
+/// [`CliError::User`] for an unknown kind; internal errors from the database.
+pub async fn list(
+    pool: &PgPool,
+    state: Option<JobState>,
+    kind: Option<String>,
+    limit: i64,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    check_kind(kind.as_deref())?;
+    let filter = JobFilter { state, kind, ..JobFilter::default() };
+    let jobs = inspect::list(pool, &filter, limit).await?;
+    if json {
+        return print_json(out, &jobs);
+    }
+    writeln!(out, "{:>10}  {:<8} {:<8} {:>8}  {:<25}  LAST ERROR", "ID", "KIND", "STATE", "ATTEMPTS", "RUN AT").map_err(io)?;
+    for j in &jobs {
+        writeln!(
+            out,
+            "{:>10}  {:<8} {:<8} {:>5}/{:<2}  {:<25}  {}",
+            j.id,
+            j.kind,
+            j.state,
+            j.attempts,
+            j.max_attempts,
+            j.run_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            j.last_error.as_deref().unwrap_or("")
+        )
+        .map_err(io)?;
+    }
+    Ok(())
+}
+
+/// `queue requeue`.
+///
+/// # Errors
+///
+/// [`CliError::User`] for a state that is not finished, an unknown kind or link.
+pub async fn requeue(
+    pool: &PgPool,
+    state: JobState,
+    kind: Option<String>,
+    link: Option<String>,
+    older_than: Option<Duration>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    if !matches!(state, JobState::Failed | JobState::Done) {
+        return Err(CliError::User(format!("only failed or done jobs can be requeued, not {state}")));
+    }
+    check_kind(kind.as_deref())?;
+    let dedupe = match link {
+        Some(link) => Some(dedupe_key(find(pool, &link).await?.id)),
+        None => None,
+    };
+    let filter = JobFilter { state: Some(state), kind, dedupe_key: dedupe, older_than };
+    let report = inspect::requeue(pool, state, &filter).await?;
+    if json {
+        return print_json(out, &serde_json::json!({ "requeued": report.requeued }));
+    }
+    writeln!(out, "requeued {} job(s)", report.requeued).map_err(io)?;
+    if report.skipped > 0 {
+        writeln!(out, "skipped {} job(s) whose link already has a queued or running job", report.skipped).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// `queue prune`.
+///
+/// # Errors
+///
+/// Internal errors from the database.
+pub async fn prune(
+    pool: &PgPool,
+    settings: &Settings,
+    older_than: Option<Duration>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let pruned = match older_than {
+        Some(age) => inspect::prune(pool, age).await?,
+        None => {
+            linkpulse_shared::queue::maintenance::prune_finished(
+                pool,
+                settings.queue.retain_done,
+                settings.queue.retain_failed,
+                5000,
+                usize::MAX,
+            )
+            .await?
+        }
+    };
+    if json {
+        return print_json(out, &serde_json::json!({ "pruned": pruned }));
+    }
+    writeln!(out, "pruned {pruned} finished job(s)").map_err(io)
+}
+
+fn check_kind(kind: Option<&str>) -> Result<(), CliError> {
+    match kind {
+        Some(k) if !KINDS.contains(&k) => Err(CliError::User(format!("unknown kind {k:?} (expected check or refresh)"))),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,125 @@
+//! One producer cycle: enqueue a check for every link whose check is due and a refresh for every
+//! link whose metadata is stale, oldest first, capped per kind, never a second unfinished job for
+//! the same link and kind.
+//!
+//! Each kind is one set-based statement (`INSERT … SELECT … ON CONFLICT DO NOTHING`) so the cost
+//! is one index range scan plus the inserted rows, whatever the number of links. The dedupe index
+//! of the queue makes two producers cycling at the same moment harmless: both insert in link-id
+//! order, the second waits on the first's uncommitted keys and then skips them.
+
+use serde::Serialize;
+use sqlx::PgPool;
+
+use linkpulse_shared::config::Settings;
+use linkpulse_shared::jobs::{CHECK, REFRESH};
+use linkpulse_shared::queue::NOTIFY_CHANNEL;
+
+/// `link_enqueue_due_checks`: due = never checked, or checked before `now() - $1`. Ordered by
+/// the expression of `links_check_due_idx`, so the scan reads only the first `$2` due rows.
+const LINK_ENQUEUE_DUE_CHECKS: &str = r#"
+WITH due AS (
+    SELECT id, url, host FROM links
+    WHERE coalesce(last_checked_at, '-infinity'::timestamptz) <= now() - make_interval(secs => $1)
+    ORDER BY coalesce(last_checked_at, '-infinity'::timestamptz), id
+    LIMIT $2
+),
+inserted AS (
+    INSERT INTO queue_jobs (kind, dedupe_key, group_key, payload, max_attempts)
+    SELECT $3, 'link:' || id, host, jsonb_build_object('link_id', id, 'url', url), $4
+    FROM due
+    ORDER BY id
+    ON CONFLICT (kind, dedupe_key) WHERE state IN ('queued', 'running') AND dedupe_key IS NOT NULL
+    DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM due), (SELECT count(*) FROM inserted)
+"#;
+
+/// `link_enqueue_due_refreshes`: the same over `refreshed_at` and `links_refresh_due_idx`.
+const LINK_ENQUEUE_DUE_REFRESHES: &str = r#"
+WITH due AS (
+    SELECT id, url, host FROM links
+    WHERE coalesce(refreshed_at, '-infinity'::timestamptz) <= now() - make_interval(secs => $1)
+    ORDER BY coalesce(refreshed_at, '-infinity'::timestamptz), id
+    LIMIT $2
+),
+inserted AS (
+    INSERT INTO queue_jobs (kind, dedupe_key, group_key, payload, max_attempts)
+    SELECT $3, 'link:' || id, host, jsonb_build_object('link_id', id, 'url', url), $4
+    FROM due
+    ORDER BY id
+    ON CONFLICT (kind, dedupe_key) WHERE state IN ('queued', 'running') AND dedupe_key IS NOT NULL
+    DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM due), (SELECT count(*) FROM inserted)
+"#;
+
+/// What a cycle did for one kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct KindCycle {
+    /// Whether the kind is enabled.
+    pub enabled: bool,
+    /// Due links considered (at most the cycle limit).
+    pub due: i64,
+    /// Jobs enqueued.
+    pub enqueued: i64,
+    /// Due links skipped because a job for them is already queued or running.
+    pub skipped: i64,
+}
+
+/// What a cycle did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CycleReport {
+    /// Health checks.
+    pub check: KindCycle,
+    /// Metadata refreshes.
+    pub refresh: KindCycle,
+}
+
+/// Runs one cycle.
+///
+/// # Errors
+///
+/// If a statement fails; a kind already enqueued stays enqueued.
+#[tracing::instrument(name = "producer.cycle", skip_all, fields(enqueued.check, enqueued.refresh))]
+pub async fn run_cycle(pool: &PgPool, settings: &Settings) -> Result<CycleReport, sqlx::Error> {
+    let mut report = CycleReport::default();
+    if settings.check_enabled {
+        report.check = enqueue_due(pool, LINK_ENQUEUE_DUE_CHECKS, CHECK, settings.check_after, settings).await?;
+    }
+    if settings.refresh_enabled {
+        report.refresh = enqueue_due(pool, LINK_ENQUEUE_DUE_REFRESHES, REFRESH, settings.refresh_after, settings).await?;
+    }
+    if report.check.enqueued + report.refresh.enqueued > 0 {
+        sqlx::query("SELECT pg_notify($1, '')").bind(NOTIFY_CHANNEL).execute(pool).await?;
+    }
+    let span = tracing::Span::current();
+    span.record("enqueued.check", report.check.enqueued);
+    span.record("enqueued.refresh", report.refresh.enqueued);
+    tracing::info!(
+        check.enqueued = report.check.enqueued,
+        check.skipped = report.check.skipped,
+        refresh.enqueued = report.refresh.enqueued,
+        refresh.skipped = report.refresh.skipped,
+        "cycle done"
+    );
+    Ok(report)
+}
+
+async fn enqueue_due(
+    pool: &PgPool,
+    statement: &'static str,
+    kind: &str,
+    after: std::time::Duration,
+    settings: &Settings,
+) -> Result<KindCycle, sqlx::Error> {
+    let (due, enqueued): (i64, i64) = sqlx::query_as(statement)
+        .bind(after.as_secs_f64())
+        .bind(settings.cycle_limit)
+        .bind(kind)
+        .bind(settings.queue.max_attempts)
+        .fetch_one(pool)
+        .await?;
+    Ok(KindCycle { enabled: true, due, enqueued, skipped: due - enqueued })
+}

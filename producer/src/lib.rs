@@ -1,0 +1,55 @@
+//! The linkpulse producer: enqueues due checks and refreshes every cycle, and is the operator's
+//! command line.
+//!
+//! # Layout
+//!
+//! - [`cli`]: the command-line contract (clap) and the exit-code rules.
+//! - [`commands`]: one module per command group (`links`, `queue`).
+//! - [`cycle`]: the set-based enqueue of due jobs.
+//! - [`run`]: `producer run` — the cycle loop with its leader lock.
+
+pub mod cli;
+pub mod commands;
+pub mod cycle;
+pub mod run;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use linkpulse_shared::config::{Env, Settings};
+
+/// The whole program: parse, configure, dispatch, map errors to exit codes.
+pub async fn main_entry() -> ExitCode {
+    linkpulse_shared::telemetry::init_logging();
+    let cli = cli::Cli::parse();
+    let settings = match Settings::from_env(&Env::new(|k| std::env::var(k).ok())) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = match cli.command {
+        cli::Command::Run => {
+            let stop = CancellationToken::new();
+            if let Err(e) = linkpulse_shared::shutdown::cancel_on_signal(stop.clone()) {
+                eprintln!("error: cannot install signal handlers: {e}");
+                return ExitCode::from(2);
+            }
+            run::run(settings, stop).await.map_err(cli::CliError::Internal)
+        }
+        command => commands::execute(command, &settings, &mut std::io::stdout().lock()).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            match &e {
+                cli::CliError::User(reason) => eprintln!("error: {reason}"),
+                cli::CliError::Internal(error) => eprintln!("error: {error:#}"),
+            }
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! The link check: HEAD, then GET when HEAD does not succeed, and a verdict as a value.
+//!
+//! Verdicts follow what users complain checkers get wrong: servers that refuse HEAD, bot walls
+//! answering 403/429/999, one-off timeouts. Only `dead` (and `transient` once its retries are
+//! spent) counts toward making a link `inaccessible`; `blocked` is recorded and never counts.
+
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use url::Url;
+
+use crate::fetch::{FetchError, FetchRequest, FetchResponse, Fetcher};
+
+/// Body bytes a check's GET reads (enough to recognise a challenge page).
+const CHECK_BODY_BYTES: usize = 64 * 1024;
+/// Longest `Retry-After` honoured.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// Class of one check's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Reachable.
+    Ok,
+    /// Evidence of death: 404, 410, 451, other client errors, no such host, redirect loops, TLS
+    /// failures, refused by the guard.
+    Dead,
+    /// Possibly temporary: timeouts, resets, refused connections, 408, 5xx.
+    Transient,
+    /// Not evidence of anything: 401, 403, 429, 999, bot challenges, failures on our side.
+    Blocked,
+}
+
+impl Verdict {
+    /// Stored name (`links.last_outcome`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Dead => "dead",
+            Self::Transient => "transient",
+            Self::Blocked => "blocked",
+        }
+    }
+}
+
+/// What a check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckResult {
+    /// The class.
+    pub verdict: Verdict,
+    /// Final HTTP status, if any response arrived.
+    pub status_code: Option<u16>,
+    /// Human-readable reason (empty for `ok`).
+    pub reason: String,
+    /// `Retry-After` of a 429/503, capped at [`MAX_RETRY_AFTER`].
+    pub retry_after: Option<Duration>,
+}
+
+/// Checks `url`: HEAD; on anything but success, GET (servers answer HEAD with 405, 404, 403 while
+/// GET works).
+pub async fn check_url(fetcher: &Fetcher, url: &Url) -> CheckResult {
+    let head = fetcher.fetch(request(Method::HEAD, url)).await;
+    let first = classify(&head);
+    if first.verdict == Verdict::Ok {
+        return first;
+    }
+    let get = fetcher.fetch(request(Method::GET, url)).await;
+    classify(&get)
+}
+
+fn request(method: Method, url: &Url) -> FetchRequest {
+    let mut headers = HeaderMap::new();
+    headers.insert(ACCEPT, HeaderValue::from_static("text/html,application/xhtml+xml;q=0.9,*/*;q=0.8"));
+    FetchRequest { method, url: url.clone(), headers, max_body: CHECK_BODY_BYTES, stop_at_head: false }
+}
+
+/// Classifies one fetch result.
+pub fn classify(result: &Result<FetchResponse, FetchError>) -> CheckResult {
+    match result {
+        Ok(response) => classify_response(response),
+        Err(error) => classify_error(error),
+    }
+}
+
+fn classify_response(response: &FetchResponse) -> CheckResult {
+    let status = response.status;
+    let code = status.as_u16();
+    let challenged = response
+        .headers
+        .get("cf-mitigated")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("challenge"))
+        || (!response.body.is_empty()
+            && crate::metadata::is_challenge_page(&String::from_utf8_lossy(&response.body)));
+    let (verdict, reason) = match code {
+        _ if challenged => (Verdict::Blocked, format!("HTTP {code}: bot challenge")),
+        200..=299 | 304 => (Verdict::Ok, String::new()),
+        401 | 403 | 429 | 999 => (Verdict::Blocked, format!("HTTP {code}: {}", reason_of(status))),
+        408 | 500..=599 => (Verdict::Transient, format!("HTTP {code}: {}", reason_of(status))),
+        300..=399 => (Verdict::Dead, format!("HTTP {code}: redirect without a usable target")),
+        _ => (Verdict::Dead, format!("HTTP {code}: {}", reason_of(status))),
+    };
+    let retry_after = matches!(code, 429 | 503)
+        .then(|| response.headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after))
+        .flatten();
+    CheckResult { verdict, status_code: Some(code), reason, retry_after }
+}
+
+fn reason_of(status: StatusCode) -> &'static str {
+    status.canonical_reason().unwrap_or("non-standard status")
+}
+
+fn classify_error(error: &FetchError) -> CheckResult {
+    let verdict = match error {
+        FetchError::Refused(_)
+        | FetchError::NoSuchHost(_)
+        | FetchError::Tls(_)
+        | FetchError::TooManyRedirects(_)
+        | FetchError::RedirectLoop(_)
+        | FetchError::InvalidRedirect(_) => Verdict::Dead,
+        FetchError::Timeout(_) | FetchError::Connect(_) | FetchError::Other(_) => Verdict::Transient,
+        FetchError::Local(_) => Verdict::Blocked,
+    };
+    CheckResult { verdict, status_code: None, reason: error.to_string(), retry_after: None }
+}
+
+/// `Retry-After` as seconds or an HTTP date, capped at [`MAX_RETRY_AFTER`].
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            let at = httpdate::parse_http_date(value).ok()?;
+            at.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(code: u16, headers: &[(&'static str, &str)], body: &str) -> Result<FetchResponse, FetchError> {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.insert(*k, HeaderValue::from_str(v).expect("header"));
+        }
+        Ok(FetchResponse {
+            url: Url::parse("https://example.com/").expect("url"),
+            status: StatusCode::from_u16(code).expect("status"),
+            headers: map,
+            body: body.as_bytes().to_vec(),
+            redirects: 0,
+            truncated: false,
+        })
+    }
+
+    #[test]
+    fn statuses_map_to_verdicts() {
+        let cases = [
+            (200, Verdict::Ok),
+            (204, Verdict::Ok),
+            (304, Verdict::Ok),
+            (401, Verdict::Blocked),
+            (403, Verdict::Blocked),
+            (429, Verdict::Blocked),
+            (999, Verdict::Blocked),
+            (404, Verdict::Dead),
+            (410, Verdict::Dead),
+            (451, Verdict::Dead),
+            (400, Verdict::Dead),
+            (408, Verdict::Transient),
+            (500, Verdict::Transient),
+            (503, Verdict::Transient),
+            (522, Verdict::Transient),
+        ];
+        for (code, verdict) in cases {
+            assert_eq!(classify(&response(code, &[], "")).verdict, verdict, "HTTP {code}");
+        }
+    }
+
+    #[test]
+    fn a_cloudflare_challenge_is_blocked_not_dead_or_ok() {
+        let r = classify(&response(403, &[("cf-mitigated", "challenge")], ""));
+        assert_eq!(r.verdict, Verdict::Blocked);
+        assert!(r.reason.contains("challenge"));
+        let r = classify(&response(200, &[("cf-mitigated", "challenge")], ""));
+        assert_eq!(r.verdict, Verdict::Blocked, "a 200 challenge is not proof of life either");
+    }
+
+    #[test]
+    fn transport_failures_map_to_verdicts() {
+        let cases = [
+            (FetchError::NoSuchHost("x".into()), Verdict::Dead),
+            (FetchError::RedirectLoop("x".into()), Verdict::Dead),
+            (FetchError::Tls("x".into()), Verdict::Dead),
+            (FetchError::Refused(crate::fetch::Refused("x".into())), Verdict::Dead),
+            (FetchError::Timeout(Duration::from_secs(1)), Verdict::Transient),
+            (FetchError::Connect("reset".into()), Verdict::Transient),
+            (FetchError::Local("EMFILE".into()), Verdict::Blocked),
+        ];
+        for (error, verdict) in cases {
+            assert_eq!(classify(&Err(error.clone())).verdict, verdict, "{error}");
+        }
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates_and_is_capped() {
+        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after("999999"), Some(MAX_RETRY_AFTER));
+        let soon = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
+        let parsed = parse_retry_after(&soon).expect("date");
+        assert!(parsed > Duration::from_secs(25) && parsed <= Duration::from_secs(30), "{parsed:?}");
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon"), None);
+        let r = classify(&response(429, &[("retry-after", "7")], ""));
+        assert_eq!(r.retry_after, Some(Duration::from_secs(7)));
+    }
+}

@@ -1,0 +1,110 @@
+//! The two job kinds of linkpulse and their queue names.
+
+use serde::{Deserialize, Serialize};
+
+use crate::queue::{DecodeError, JobArgs};
+
+/// Kind name of a health check (stable: stored in queued rows).
+pub const CHECK: &str = "check";
+/// Kind name of a metadata refresh (stable: stored in queued rows).
+pub const REFRESH: &str = "refresh";
+/// Every kind, in display order.
+pub const KINDS: [&str; 2] = [CHECK, REFRESH];
+
+/// Is this link reachable?
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckLink {
+    /// `links.id`.
+    pub link_id: i64,
+    /// The URL as stored when the job was enqueued.
+    pub url: String,
+}
+
+/// Re-read the link's title, description, images and GitHub metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshLink {
+    /// `links.id`.
+    pub link_id: i64,
+    /// The URL as stored when the job was enqueued.
+    pub url: String,
+}
+
+/// Either job, as one worker runs both kinds under one concurrency budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkJob {
+    /// A health check.
+    Check(CheckLink),
+    /// A metadata refresh.
+    Refresh(RefreshLink),
+}
+
+impl LinkJob {
+    /// The link this job is about.
+    pub fn link_id(&self) -> i64 {
+        match self {
+            Self::Check(j) => j.link_id,
+            Self::Refresh(j) => j.link_id,
+        }
+    }
+
+    /// The URL this job fetches.
+    pub fn url(&self) -> &str {
+        match self {
+            Self::Check(j) => &j.url,
+            Self::Refresh(j) => &j.url,
+        }
+    }
+}
+
+/// Dedupe key of a link's job: at most one unfinished job per link and kind.
+pub fn dedupe_key(link_id: i64) -> String {
+    format!("link:{link_id}")
+}
+
+impl JobArgs for LinkJob {
+    fn kinds() -> &'static [&'static str] {
+        &KINDS
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Check(_) => CHECK,
+            Self::Refresh(_) => REFRESH,
+        }
+    }
+
+    fn encode(&self) -> Result<serde_json::Value, serde_json::Error> {
+        match self {
+            Self::Check(j) => serde_json::to_value(j),
+            Self::Refresh(j) => serde_json::to_value(j),
+        }
+    }
+
+    fn decode(kind: &str, payload: serde_json::Value) -> Result<Self, DecodeError> {
+        let malformed = |source| DecodeError::Malformed { kind: kind.to_owned(), source };
+        match kind {
+            CHECK => serde_json::from_value(payload).map(Self::Check).map_err(malformed),
+            REFRESH => serde_json::from_value(payload).map(Self::Refresh).map_err(malformed),
+            other => Err(DecodeError::UnknownKind(other.to_owned())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_round_trip_through_their_kind() {
+        let job = LinkJob::Refresh(RefreshLink { link_id: 7, url: "https://example.com/".into() });
+        let payload = job.encode().expect("encode");
+        assert_eq!(LinkJob::decode(job.kind(), payload).expect("decode"), job);
+    }
+
+    #[test]
+    fn a_payload_of_the_wrong_shape_is_a_decode_error() {
+        let err = LinkJob::decode(CHECK, serde_json::json!({"link_id": "seven"})).expect_err("malformed");
+        assert!(err.to_string().starts_with("malformed check payload"), "{err}");
+        assert!(matches!(LinkJob::decode("nope", serde_json::json!({})), Err(DecodeError::UnknownKind(_))));
+    }
+}
