@@ -1,0 +1,62 @@
+//! Building the worker from settings: pool, fetcher, engine, apalis worker, health server.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use apalis::prelude::*;
+use tokio_util::sync::CancellationToken;
+
+use linkpulse_shared::config::Settings;
+use linkpulse_shared::fetch::Fetcher;
+use linkpulse_shared::github::GithubClient;
+use linkpulse_shared::jobs::LinkJob;
+use linkpulse_shared::queue::{Engine, EngineConfig, JobArgs, PgBackend};
+use linkpulse_shared::shutdown::{Drained, run_until_drained};
+
+use crate::handlers::{AppState, run_link_job};
+
+/// Upper bound of one job: a refresh makes two requests (page, GitHub API) plus database writes;
+/// anything longer is stuck and is retried instead of holding a slot forever.
+fn job_timeout(settings: &Settings) -> Duration {
+    settings.fetch.timeout * 3 + Duration::from_secs(10)
+}
+
+/// Runs a worker until `stop` is cancelled, then drains it.
+///
+/// # Errors
+///
+/// If the database, the HTTP client or the health server cannot be set up.
+pub async fn run(settings: Settings, concurrency: usize, stop: CancellationToken) -> anyhow::Result<Drained> {
+    let concurrency = concurrency.max(1);
+    // Handlers, the engine's claim/ack/heartbeat and the health check each need a connection.
+    let max_connections = u32::try_from(concurrency + 6).unwrap_or(u32::MAX);
+    let pool = linkpulse_shared::db::connect(&settings.database_url, max_connections)
+        .await
+        .context("failed to connect to the database")?;
+    let fetcher = Fetcher::new(settings.fetch.clone()).context("failed to build the HTTP client")?;
+    let github = GithubClient::new(fetcher.client().clone(), settings.github_api_url.clone(), settings.github_token.clone());
+    let name = format!(
+        "worker-{}-{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into()),
+        std::process::id()
+    );
+    let config =
+        EngineConfig { kinds: LinkJob::kinds().to_vec(), concurrency, name: name.clone(), queue: settings.queue.clone() };
+    let engine = Engine::start(pool.clone(), config.clone()).await.context("failed to register the worker")?;
+    let health = crate::http::serve(settings.worker_addr, pool.clone(), stop.clone()).await?;
+    tracing::info!(addr = %health, concurrency, "worker ready");
+
+    let timeout = job_timeout(&settings);
+    let grace = settings.shutdown_grace;
+    let state = Arc::new(AppState { pool, fetcher, github, settings });
+    let worker = WorkerBuilder::new(name)
+        .backend(PgBackend::<LinkJob>::new(engine.clone(), config))
+        .data(state)
+        .concurrency(concurrency)
+        .timeout(timeout)
+        .parallelize(tokio::spawn)
+        .build(run_link_job);
+    let drained = run_until_drained(&engine, worker.run(), stop, grace).await.context("worker failed")?;
+    Ok(drained)
+}

@@ -1,0 +1,37 @@
+//! `check`: is the link reachable? HEAD, GET fallback, verdict, write-back.
+
+use url::Url;
+
+use linkpulse_shared::check::{Verdict, check_url};
+use linkpulse_shared::db::links::{self, CheckRecord};
+use linkpulse_shared::jobs::CheckLink;
+use linkpulse_shared::queue::{JobError, JobLease};
+
+use super::{AppState, db_error};
+
+/// Checks one link. Transient failures are retried through the queue's persisted backoff; only
+/// when the last attempt also fails does the check count as one failure.
+///
+/// # Errors
+///
+/// [`JobError::Retry`] for a transient failure with attempts left or a failed write-back;
+/// [`JobError::Fail`] for a stored URL that no longer parses.
+#[tracing::instrument(name = "job.check", skip_all, fields(link.id = job.link_id, job.id = lease.job_id, job.attempt = lease.attempt, verdict))]
+pub async fn check_link(state: &AppState, job: &CheckLink, lease: &JobLease) -> Result<(), JobError> {
+    let url = Url::parse(&job.url).map_err(|e| JobError::Fail(format!("stored URL {:?} is invalid: {e}", job.url)))?;
+    let result = check_url(&state.fetcher, &url).await;
+    tracing::Span::current().record("verdict", result.verdict.as_str());
+    if result.verdict == Verdict::Transient && !lease.is_last_attempt() {
+        return Err(JobError::Retry(result.reason));
+    }
+    let record = CheckRecord {
+        outcome: result.verdict.as_str(),
+        status_code: result.status_code,
+        error: (result.verdict != Verdict::Ok).then(|| result.reason.clone()),
+        counts_as_failure: matches!(result.verdict, Verdict::Dead | Verdict::Transient),
+    };
+    links::record_check(&state.pool, job.link_id, lease.job_id, &record, state.settings.failure_threshold)
+        .await
+        .map_err(|e| db_error("writing the check result", e))?;
+    Ok(())
+}

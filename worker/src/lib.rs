@@ -1,0 +1,54 @@
+//! The linkpulse worker: runs `check` and `refresh` jobs from the PostgreSQL queue with bounded
+//! concurrency, and writes their results back to `links`.
+//!
+//! # Layout
+//!
+//! - [`app`]: builds the worker from settings (pool, fetcher, engine, apalis worker).
+//! - [`handlers`]: `check` and `refresh`.
+//! - [`http`]: `/livez` and `/readyz`.
+
+pub mod app;
+pub mod handlers;
+pub mod http;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+
+use linkpulse_shared::config::{Env, Settings};
+
+/// `worker [--concurrency N]`: run until SIGTERM/SIGINT; drain in-flight jobs first.
+#[derive(Debug, Parser)]
+#[command(name = "worker", version, about)]
+pub struct Cli {
+    /// Jobs this process runs at once (default LINKPULSE_WORKER_CONCURRENCY, 16).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+}
+
+/// The whole program: parse, configure, run, map errors to exit codes.
+pub async fn main_entry() -> ExitCode {
+    linkpulse_shared::telemetry::init_logging();
+    let cli = Cli::parse();
+    let settings = match Settings::from_env(&Env::new(|k| std::env::var(k).ok())) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let stop = CancellationToken::new();
+    if let Err(e) = linkpulse_shared::shutdown::cancel_on_signal(stop.clone()) {
+        eprintln!("error: cannot install signal handlers: {e}");
+        return ExitCode::from(2);
+    }
+    let concurrency = cli.concurrency.unwrap_or(settings.worker_concurrency);
+    match app::run(settings, concurrency, stop).await {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
