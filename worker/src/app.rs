@@ -35,28 +35,45 @@ pub async fn run(settings: Settings, concurrency: usize, stop: CancellationToken
         .await
         .context("failed to connect to the database")?;
     let fetcher = Fetcher::new(settings.fetch.clone()).context("failed to build the HTTP client")?;
-    let github = GithubClient::new(fetcher.client().clone(), settings.github_api_url.clone(), settings.github_token.clone());
+    let github = GithubClient::new(
+        fetcher.client().clone(),
+        settings.github_api_url.clone(),
+        settings.github_token.clone(),
+    );
     let name = format!(
         "worker-{}-{}",
         std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into()),
         std::process::id()
     );
-    let config =
-        EngineConfig { kinds: LinkJob::kinds().to_vec(), concurrency, name: name.clone(), queue: settings.queue.clone() };
-    let engine = Engine::start(pool.clone(), config.clone()).await.context("failed to register the worker")?;
+    let config = EngineConfig {
+        kinds: LinkJob::kinds().to_vec(),
+        concurrency,
+        name: name.clone(),
+        queue: settings.queue.clone(),
+    };
+    let engine = Engine::start(pool.clone(), config.clone())
+        .await
+        .context("failed to register the worker")?;
     let health = crate::http::serve(settings.worker_addr, pool.clone(), stop.clone()).await?;
     tracing::info!(addr = %health, concurrency, "worker ready");
 
     let timeout = job_timeout(&settings);
     let grace = settings.shutdown_grace;
-    let state = Arc::new(AppState { pool, fetcher, github, settings });
+    let state = Arc::new(AppState {
+        pool,
+        fetcher,
+        github,
+        settings,
+    });
     let worker = WorkerBuilder::new(name)
         .backend(PgBackend::<LinkJob>::new(engine.clone(), config))
         .data(state)
         .concurrency(concurrency)
         .timeout(timeout)
-        .parallelize(tokio::spawn)
         .build(run_link_job);
-    let drained = run_until_drained(&engine, worker.run(), stop, grace).await.context("worker failed")?;
+    let drained = run_until_drained(&engine, worker.run(), stop, grace)
+        .await
+        .context("worker failed")?;
     Ok(drained)
 }
+

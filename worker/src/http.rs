@@ -23,12 +23,17 @@ struct Health {
 ///
 /// If the address cannot be bound.
 pub async fn serve(addr: SocketAddr, pool: PgPool, stop: CancellationToken) -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener.local_addr()?;
     let app = Router::new()
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(ready))
-        .with_state(Health { pool, stop: stop.clone() });
+        .with_state(Health {
+            pool,
+            stop: stop.clone(),
+        });
     tokio::spawn(async move {
         let server = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
         if let Err(error) = server.await {

@@ -1,6 +1,8 @@
 //! Integration tests: one binary, one module per area, a fresh database per test.
 
+mod app;
 mod helpers;
+mod pipeline;
 mod queue_claim;
 mod queue_cluster;
 mod queue_dedupe;

@@ -30,8 +30,14 @@ pub async fn check_link(state: &AppState, job: &CheckLink, lease: &JobLease) -> 
         error: (result.verdict != Verdict::Ok).then(|| result.reason.clone()),
         counts_as_failure: matches!(result.verdict, Verdict::Dead | Verdict::Transient),
     };
-    links::record_check(&state.pool, job.link_id, lease.job_id, &record, state.settings.failure_threshold)
-        .await
-        .map_err(|e| db_error("writing the check result", e))?;
+    links::record_check(
+        &state.pool,
+        job.link_id,
+        lease.job_id,
+        &record,
+        state.settings.failure_threshold,
+    )
+    .await
+    .map_err(|e| db_error("writing the check result", e))?;
     Ok(())
 }

@@ -33,13 +33,37 @@ pub struct AppState {
 ///
 /// [`JobError`] to retry, snooze or fail the job; a dead link is a result, not an error.
 pub async fn run_link_job(job: LinkJob, lease: JobLease, state: Data<Arc<AppState>>) -> Result<(), JobError> {
-    match job {
-        LinkJob::Check(check) => check::check_link(&state, &check, &lease).await,
-        LinkJob::Refresh(refresh) => refresh::refresh_link(&state, &refresh, &lease).await,
+    let state: Arc<AppState> = (*state).clone();
+    // Each job on its own task: apalis polls every in-flight handler from the worker's single task,
+    // so HTML parsing of one page would otherwise stall all the others. (apalis' `parallelize`
+    // layer does the same but its generic executor type defeats `Send` inference when the worker
+    // itself is spawned.) A panic surfaces as a `JoinError` and fails the attempt.
+    let task = AbortOnDrop(tokio::spawn(async move {
+        match job {
+            LinkJob::Check(check) => check::check_link(&state, &check, &lease).await,
+            LinkJob::Refresh(refresh) => refresh::refresh_link(&state, &refresh, &lease).await,
+        }
+    }));
+    match (&mut { task }.0).await {
+        Ok(result) => result,
+        Err(join) => Err(JobError::Retry(format!("handler panicked: {join}"))),
     }
 }
 
 /// A database failure during write-back: retried (the write-back is idempotent per job).
 fn db_error(context: &str, error: sqlx::Error) -> JobError {
-    JobError::Retry(format!("{context}: {}", linkpulse_shared::queue::backend::error_chain(&error)))
+    JobError::Retry(format!(
+        "{context}: {}",
+        linkpulse_shared::queue::backend::error_chain(&error)
+    ))
+}
+
+/// Aborts the job's task when the handler future is dropped (the timeout layer gave up on it, or
+/// the worker was stopped after its grace period), so no orphan keeps running.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -1,6 +1,8 @@
 //! `refresh`: re-read a link's metadata (and GitHub facts for repository links), fill-only.
 
-use reqwest::header::{ACCEPT, CONTENT_TYPE, ETAG, HeaderMap, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
+use reqwest::header::{
+    ACCEPT, CONTENT_TYPE, ETAG, HeaderMap, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED,
+};
 use reqwest::{Method, StatusCode};
 use url::Url;
 
@@ -23,7 +25,9 @@ use super::{AppState, db_error};
 #[tracing::instrument(name = "job.refresh", skip_all, fields(link.id = job.link_id, job.id = lease.job_id, job.attempt = lease.attempt))]
 pub async fn refresh_link(state: &AppState, job: &RefreshLink, lease: &JobLease) -> Result<(), JobError> {
     let url = Url::parse(&job.url).map_err(|e| JobError::Fail(format!("stored URL {:?} is invalid: {e}", job.url)))?;
-    let Some(cache) = links::cache_state(&state.pool, job.link_id).await.map_err(|e| db_error("reading the link", e))?
+    let Some(cache) = links::cache_state(&state.pool, job.link_id)
+        .await
+        .map_err(|e| db_error("reading the link", e))?
     else {
         tracing::info!("link was deleted; nothing to refresh");
         return Ok(());
@@ -43,14 +47,27 @@ async fn page_metadata(
     lease: &JobLease,
 ) -> Result<RefreshRecord, JobError> {
     let mut headers = HeaderMap::new();
-    headers.insert(ACCEPT, HeaderValue::from_static("text/html,application/xhtml+xml;q=0.9,*/*;q=0.5"));
+    headers.insert(
+        ACCEPT,
+        HeaderValue::from_static("text/html,application/xhtml+xml;q=0.9,*/*;q=0.5"),
+    );
     if let Some(etag) = cache.http_etag.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
         headers.insert(IF_NONE_MATCH, etag);
     }
-    if let Some(modified) = cache.http_last_modified.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+    if let Some(modified) = cache
+        .http_last_modified
+        .as_deref()
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
         headers.insert(IF_MODIFIED_SINCE, modified);
     }
-    let request = FetchRequest { method: Method::GET, url: url.clone(), headers, max_body: MAX_HEAD_BYTES, stop_at_head: true };
+    let request = FetchRequest {
+        method: Method::GET,
+        url: url.clone(),
+        headers,
+        max_body: MAX_HEAD_BYTES,
+        stop_at_head: true,
+    };
     let fetched = state.fetcher.fetch(request).await;
     let verdict = classify(&fetched);
     let response = match fetched {
@@ -59,9 +76,20 @@ async fn page_metadata(
         _ if verdict.verdict == Verdict::Transient && !lease.is_last_attempt() => {
             return Err(JobError::Retry(verdict.reason));
         }
-        _ => return Ok(RefreshRecord { error: Some(format!("refresh: {}", verdict.reason)), ..RefreshRecord::default() }),
+        _ => {
+            return Ok(RefreshRecord {
+                error: Some(format!("refresh: {}", verdict.reason)),
+                ..RefreshRecord::default()
+            });
+        }
     };
-    let header = |name| response.headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok()).map(str::to_owned);
+    let header = |name| {
+        response
+            .headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .map(str::to_owned)
+    };
     let html = metadata::decode_html(&response.body, header(CONTENT_TYPE).as_deref());
     let mut record = RefreshRecord {
         http_etag: header(ETAG),
@@ -91,7 +119,10 @@ async fn github_metadata(
 ) -> Result<(), JobError> {
     // A renamed repository is asked for under the name stored at the last refresh.
     let repo = match (&cache.github_owner, &cache.github_repo) {
-        (Some(owner), Some(repo)) => RepoRef { owner: owner.clone(), repo: repo.clone() },
+        (Some(owner), Some(repo)) => RepoRef {
+            owner: owner.clone(),
+            repo: repo.clone(),
+        },
         _ => match parse_repo_url(url) {
             Some(repo) => repo,
             None => return Ok(()),
@@ -113,7 +144,10 @@ async fn github_metadata(
         Ok(RepoLookup::NotModified) => {}
         Ok(RepoLookup::NotFound) => record.repo_missing = true,
         Ok(RepoLookup::RateLimited { retry_after }) => {
-            return Err(JobError::Snooze { delay: retry_after, reason: "GitHub API rate limit".into() });
+            return Err(JobError::Snooze {
+                delay: retry_after,
+                reason: "GitHub API rate limit".into(),
+            });
         }
         Err(GithubError::Transient(reason)) if !lease.is_last_attempt() => {
             return Err(JobError::Retry(format!("GitHub API: {reason}")));
