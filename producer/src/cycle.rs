@@ -89,10 +89,20 @@ pub async fn run_cycle(pool: &PgPool, settings: &Settings) -> Result<CycleReport
         report.check = enqueue_due(pool, LINK_ENQUEUE_DUE_CHECKS, CHECK, settings.check_after, settings).await?;
     }
     if settings.refresh_enabled {
-        report.refresh = enqueue_due(pool, LINK_ENQUEUE_DUE_REFRESHES, REFRESH, settings.refresh_after, settings).await?;
+        report.refresh = enqueue_due(
+            pool,
+            LINK_ENQUEUE_DUE_REFRESHES,
+            REFRESH,
+            settings.refresh_after,
+            settings,
+        )
+        .await?;
     }
     if report.check.enqueued + report.refresh.enqueued > 0 {
-        sqlx::query("SELECT pg_notify($1, '')").bind(NOTIFY_CHANNEL).execute(pool).await?;
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(NOTIFY_CHANNEL)
+            .execute(pool)
+            .await?;
     }
     let span = tracing::Span::current();
     span.record("enqueued.check", report.check.enqueued);
@@ -121,5 +131,10 @@ async fn enqueue_due(
         .bind(settings.queue.max_attempts)
         .fetch_one(pool)
         .await?;
-    Ok(KindCycle { enabled: true, due, enqueued, skipped: due - enqueued })
+    Ok(KindCycle {
+        enabled: true,
+        due,
+        enqueued,
+        skipped: due - enqueued,
+    })
 }

@@ -35,7 +35,10 @@ impl Leader {
                 return false;
             }
         };
-        match sqlx::query_as::<_, (bool,)>("SELECT pg_try_advisory_lock($1)").bind(LEADER_LOCK_KEY).fetch_one(&mut conn).await
+        match sqlx::query_as::<_, (bool,)>("SELECT pg_try_advisory_lock($1)")
+            .bind(LEADER_LOCK_KEY)
+            .fetch_one(&mut conn)
+            .await
         {
             Ok((true,)) => {
                 tracing::info!("became the cycling leader");
@@ -57,7 +60,9 @@ impl Leader {
 ///
 /// If the database pool cannot be created.
 pub async fn run(settings: Settings, stop: CancellationToken) -> anyhow::Result<()> {
-    let pool = linkpulse_shared::db::connect(&settings.database_url, 4).await.context("failed to connect to the database")?;
+    let pool = linkpulse_shared::db::connect(&settings.database_url, 4)
+        .await
+        .context("failed to connect to the database")?;
     let mut leader = Leader::default();
     let mut ticker = tokio::time::interval(settings.cycle_interval.max(Duration::from_millis(100)));
     // A cycle that overruns its interval is not started twice: missed ticks are dropped.

@@ -70,8 +70,17 @@ pub async fn check_url(fetcher: &Fetcher, url: &Url) -> CheckResult {
 
 fn request(method: Method, url: &Url) -> FetchRequest {
     let mut headers = HeaderMap::new();
-    headers.insert(ACCEPT, HeaderValue::from_static("text/html,application/xhtml+xml;q=0.9,*/*;q=0.8"));
-    FetchRequest { method, url: url.clone(), headers, max_body: CHECK_BODY_BYTES, stop_at_head: false }
+    headers.insert(
+        ACCEPT,
+        HeaderValue::from_static("text/html,application/xhtml+xml;q=0.9,*/*;q=0.8"),
+    );
+    FetchRequest {
+        method,
+        url: url.clone(),
+        headers,
+        max_body: CHECK_BODY_BYTES,
+        stop_at_head: false,
+    }
 }
 
 /// Classifies one fetch result.
@@ -90,8 +99,7 @@ fn classify_response(response: &FetchResponse) -> CheckResult {
         .get("cf-mitigated")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("challenge"))
-        || (!response.body.is_empty()
-            && crate::metadata::is_challenge_page(&String::from_utf8_lossy(&response.body)));
+        || (!response.body.is_empty() && crate::metadata::is_challenge_page(&String::from_utf8_lossy(&response.body)));
     let (verdict, reason) = match code {
         _ if challenged => (Verdict::Blocked, format!("HTTP {code}: bot challenge")),
         200..=299 | 304 => (Verdict::Ok, String::new()),
@@ -101,9 +109,20 @@ fn classify_response(response: &FetchResponse) -> CheckResult {
         _ => (Verdict::Dead, format!("HTTP {code}: {}", reason_of(status))),
     };
     let retry_after = matches!(code, 429 | 503)
-        .then(|| response.headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after))
+        .then(|| {
+            response
+                .headers
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after)
+        })
         .flatten();
-    CheckResult { verdict, status_code: Some(code), reason, retry_after }
+    CheckResult {
+        verdict,
+        status_code: Some(code),
+        reason,
+        retry_after,
+    }
 }
 
 fn reason_of(status: StatusCode) -> &'static str {
@@ -121,7 +140,12 @@ fn classify_error(error: &FetchError) -> CheckResult {
         FetchError::Timeout(_) | FetchError::Connect(_) | FetchError::Other(_) => Verdict::Transient,
         FetchError::Local(_) => Verdict::Blocked,
     };
-    CheckResult { verdict, status_code: None, reason: error.to_string(), retry_after: None }
+    CheckResult {
+        verdict,
+        status_code: None,
+        reason: error.to_string(),
+        retry_after: None,
+    }
 }
 
 /// `Retry-After` as seconds or an HTTP date, capped at [`MAX_RETRY_AFTER`].
@@ -131,7 +155,8 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
         Ok(secs) => Duration::from_secs(secs),
         Err(_) => {
             let at = httpdate::parse_http_date(value).ok()?;
-            at.duration_since(std::time::SystemTime::now()).unwrap_or(Duration::ZERO)
+            at.duration_since(std::time::SystemTime::now())
+                .unwrap_or(Duration::ZERO)
         }
     };
     Some(wait.min(MAX_RETRY_AFTER))
@@ -186,7 +211,11 @@ mod tests {
         assert_eq!(r.verdict, Verdict::Blocked);
         assert!(r.reason.contains("challenge"));
         let r = classify(&response(200, &[("cf-mitigated", "challenge")], ""));
-        assert_eq!(r.verdict, Verdict::Blocked, "a 200 challenge is not proof of life either");
+        assert_eq!(
+            r.verdict,
+            Verdict::Blocked,
+            "a 200 challenge is not proof of life either"
+        );
     }
 
     #[test]
@@ -211,7 +240,10 @@ mod tests {
         assert_eq!(parse_retry_after("999999"), Some(MAX_RETRY_AFTER));
         let soon = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
         let parsed = parse_retry_after(&soon).expect("date");
-        assert!(parsed > Duration::from_secs(25) && parsed <= Duration::from_secs(30), "{parsed:?}");
+        assert!(
+            parsed > Duration::from_secs(25) && parsed <= Duration::from_secs(30),
+            "{parsed:?}"
+        );
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon"), None);
         let r = classify(&response(429, &[("retry-after", "7")], ""));

@@ -360,7 +360,12 @@ impl Settings {
         s.fetch.guard.allow_private_networks = env.parse("LINKPULSE_ALLOW_PRIVATE_NETWORKS", false)?;
         s.fetch.guard.allowed_hosts = env
             .optional("LINKPULSE_ALLOWED_HOSTS")
-            .map(|v| v.split(',').map(|h| h.trim().to_ascii_lowercase()).filter(|h| !h.is_empty()).collect())
+            .map(|v| {
+                v.split(',')
+                    .map(|h| h.trim().to_ascii_lowercase())
+                    .filter(|h| !h.is_empty())
+                    .collect()
+            })
             .unwrap_or_default();
         s.github_api_url = env.parse("LINKPULSE_GITHUB_API_URL", s.github_api_url.clone())?;
         s.github_token = env.optional("GITHUB_TOKEN");

@@ -81,7 +81,10 @@ impl JobArgs for LinkJob {
     }
 
     fn decode(kind: &str, payload: serde_json::Value) -> Result<Self, DecodeError> {
-        let malformed = |source| DecodeError::Malformed { kind: kind.to_owned(), source };
+        let malformed = |source| DecodeError::Malformed {
+            kind: kind.to_owned(),
+            source,
+        };
         match kind {
             CHECK => serde_json::from_value(payload).map(Self::Check).map_err(malformed),
             REFRESH => serde_json::from_value(payload).map(Self::Refresh).map_err(malformed),
@@ -96,7 +99,10 @@ mod tests {
 
     #[test]
     fn jobs_round_trip_through_their_kind() {
-        let job = LinkJob::Refresh(RefreshLink { link_id: 7, url: "https://example.com/".into() });
+        let job = LinkJob::Refresh(RefreshLink {
+            link_id: 7,
+            url: "https://example.com/".into(),
+        });
         let payload = job.encode().expect("encode");
         assert_eq!(LinkJob::decode(job.kind(), payload).expect("decode"), job);
     }
@@ -105,6 +111,9 @@ mod tests {
     fn a_payload_of_the_wrong_shape_is_a_decode_error() {
         let err = LinkJob::decode(CHECK, serde_json::json!({"link_id": "seven"})).expect_err("malformed");
         assert!(err.to_string().starts_with("malformed check payload"), "{err}");
-        assert!(matches!(LinkJob::decode("nope", serde_json::json!({})), Err(DecodeError::UnknownKind(_))));
+        assert!(matches!(
+            LinkJob::decode("nope", serde_json::json!({})),
+            Err(DecodeError::UnknownKind(_))
+        ));
     }
 }

@@ -75,9 +75,16 @@ mod tests {
             ("https://bücher.example/", "https://xn--bcher-kva.example/"),
         ];
         for (input, expected) in cases {
-            assert_eq!(parse_link(input).map(|l| l.url.to_string()), Ok(expected.to_owned()), "{input}");
+            assert_eq!(
+                parse_link(input).map(|l| l.url.to_string()),
+                Ok(expected.to_owned()),
+                "{input}"
+            );
         }
-        assert_eq!(parse_link("https://Example.com/x").map(|l| l.host), Ok("example.com".to_owned()));
+        assert_eq!(
+            parse_link("https://Example.com/x").map(|l| l.host),
+            Ok("example.com".to_owned())
+        );
     }
 
     #[test]
@@ -85,7 +92,10 @@ mod tests {
         assert!(matches!(parse_link("not a url"), Err(UrlError::NotAUrl(_))));
         assert!(matches!(parse_link("/relative/path"), Err(UrlError::NotAUrl(_))));
         assert_eq!(parse_link("ftp://example.com/"), Err(UrlError::Scheme("ftp".into())));
-        assert_eq!(parse_link("javascript:alert(1)"), Err(UrlError::Scheme("javascript".into())));
+        assert_eq!(
+            parse_link("javascript:alert(1)"),
+            Err(UrlError::Scheme("javascript".into()))
+        );
         assert_eq!(parse_link("https://user:pw@example.com/"), Err(UrlError::Userinfo));
         assert_eq!(parse_link("https://user@example.com/"), Err(UrlError::Userinfo));
         assert!(parse_link("http://").is_err());

@@ -47,13 +47,21 @@ pub async fn add(pool: &PgPool, urls: &[String], json: bool, out: &mut dyn Write
     for input in urls {
         match parse_link(input) {
             Ok(link) => valid.push(link),
-            Err(e) => report.rejected.push(Rejected { line: None, input: input.clone(), reason: e.to_string() }),
+            Err(e) => report.rejected.push(Rejected {
+                line: None,
+                input: input.clone(),
+                reason: e.to_string(),
+            }),
         }
     }
     let added = links::insert_many(pool, &valid).await?;
     for link in &valid {
         let url = link.url.to_string();
-        if added.contains(&url) { report.added.push(url) } else { report.duplicates.push(url) }
+        if added.contains(&url) {
+            report.added.push(url)
+        } else {
+            report.duplicates.push(url)
+        }
     }
     report.duplicates.dedup();
     if json {
@@ -98,7 +106,9 @@ pub async fn import(pool: &PgPool, reader: &mut dyn BufRead, json: bool, out: &m
     let mut number = 0;
     loop {
         line.clear();
-        let read = reader.read_line(&mut line).map_err(|e| CliError::User(format!("cannot read input: {e}")))?;
+        let read = reader
+            .read_line(&mut line)
+            .map_err(|e| CliError::User(format!("cannot read input: {e}")))?;
         if read == 0 {
             break;
         }
@@ -109,7 +119,11 @@ pub async fn import(pool: &PgPool, reader: &mut dyn BufRead, json: bool, out: &m
         }
         match parse_link(input) {
             Ok(link) => chunk.push(link),
-            Err(e) => report.rejected.push(Rejected { line: Some(number), input: input.to_owned(), reason: e.to_string() }),
+            Err(e) => report.rejected.push(Rejected {
+                line: Some(number),
+                input: input.to_owned(),
+                reason: e.to_string(),
+            }),
         }
         if chunk.len() == IMPORT_CHUNK {
             flush(pool, &mut chunk, &mut report).await?;
@@ -120,7 +134,14 @@ pub async fn import(pool: &PgPool, reader: &mut dyn BufRead, json: bool, out: &m
         print_json(out, &report)?;
     } else {
         for r in &report.rejected {
-            writeln!(out, "line {}: rejected {}: {}", r.line.unwrap_or_default(), r.input, r.reason).map_err(io)?;
+            writeln!(
+                out,
+                "line {}: rejected {}: {}",
+                r.line.unwrap_or_default(),
+                r.input,
+                r.reason
+            )
+            .map_err(io)?;
         }
         writeln!(
             out,
@@ -158,7 +179,12 @@ pub async fn list(
     if json {
         return print_json(out, &links);
     }
-    writeln!(out, "{:>8}  {:<16}  {:>5}  {:>4}  {:<40}  URL", "ID", "STATUS", "FAILS", "CODE", "TITLE").map_err(io)?;
+    writeln!(
+        out,
+        "{:>8}  {:<16}  {:>5}  {:>4}  {:<40}  URL",
+        "ID", "STATUS", "FAILS", "CODE", "TITLE"
+    )
+    .map_err(io)?;
     for l in &links {
         writeln!(
             out,
@@ -192,7 +218,9 @@ pub async fn show(pool: &PgPool, link: &str, json: bool, out: &mut dyn Write) ->
 /// [`CliError::User`] for an unknown link or a malformed URL.
 pub async fn activate(pool: &PgPool, input: &str, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
     let reference = LinkRef::parse(input).map_err(|e| CliError::User(e.to_string()))?;
-    let link = links::activate(pool, &reference).await?.ok_or_else(|| CliError::User(format!("no link {input}")))?;
+    let link = links::activate(pool, &reference)
+        .await?
+        .ok_or_else(|| CliError::User(format!("no link {input}")))?;
     print_link(&link, json, out)
 }
 
@@ -203,7 +231,9 @@ pub async fn activate(pool: &PgPool, input: &str, json: bool, out: &mut dyn Writ
 /// [`CliError::User`] for an unknown link or a malformed URL.
 pub async fn find(pool: &PgPool, input: &str) -> Result<Link, CliError> {
     let reference = LinkRef::parse(input).map_err(|e| CliError::User(e.to_string()))?;
-    links::find(pool, &reference).await?.ok_or_else(|| CliError::User(format!("no link {input}")))
+    links::find(pool, &reference)
+        .await?
+        .ok_or_else(|| CliError::User(format!("no link {input}")))
 }
 
 fn print_link(link: &Link, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
@@ -219,7 +249,12 @@ fn print_link(link: &Link, json: bool, out: &mut dyn Write) -> Result<(), CliErr
         ("failures", link.consecutive_failures.to_string()),
         ("last check", time(&link.last_checked_at)),
         ("last outcome", opt(&link.last_outcome)),
-        ("last status", link.last_status_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into())),
+        (
+            "last status",
+            link.last_status_code
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
+        ),
         ("last error", opt(&link.last_error)),
         ("refreshed", time(&link.refreshed_at)),
         ("title", opt(&link.title)),

@@ -33,8 +33,12 @@ pub async fn execute(command: Command, settings: &Settings, out: &mut dyn Write)
             }
             for (kind, k) in [("check", report.check), ("refresh", report.refresh)] {
                 if k.enabled {
-                    writeln!(out, "{kind:<8} enqueued {:>7}  already queued {:>7}", k.enqueued, k.skipped)
-                        .map_err(links::io)?;
+                    writeln!(
+                        out,
+                        "{kind:<8} enqueued {:>7}  already queued {:>7}",
+                        k.enqueued, k.skipped
+                    )
+                    .map_err(links::io)?;
                 } else {
                     writeln!(out, "{kind:<8} disabled").map_err(links::io)?;
                 }
@@ -45,10 +49,11 @@ pub async fn execute(command: Command, settings: &Settings, out: &mut dyn Write)
             LinksCommand::Add { urls, json } => links::add(&pool, &urls, json, out).await,
             LinksCommand::Import { file, json } => {
                 let mut reader: Box<dyn std::io::BufRead> = match crate::cli::import_source(&file) {
-                    Some(path) => Box::new(std::io::BufReader::new(
-                        std::fs::File::open(&path)
-                            .map_err(|e| CliError::User(format!("cannot open {}: {e}", path.display())))?,
-                    )),
+                    Some(path) => {
+                        Box::new(std::io::BufReader::new(std::fs::File::open(&path).map_err(|e| {
+                            CliError::User(format!("cannot open {}: {e}", path.display()))
+                        })?))
+                    }
                     None => Box::new(std::io::BufReader::new(std::io::stdin())),
                 };
                 links::import(&pool, &mut reader, json, out).await
@@ -59,10 +64,19 @@ pub async fn execute(command: Command, settings: &Settings, out: &mut dyn Write)
         },
         Command::Queue(cmd) => match cmd {
             QueueCommand::Stats { json } => queue::stats(&pool, json, out).await,
-            QueueCommand::List { state, kind, limit, json } => queue::list(&pool, state, kind, limit, json, out).await,
-            QueueCommand::Requeue { state, kind, link, older_than, json } => {
-                queue::requeue(&pool, state, kind, link, older_than, json, out).await
-            }
+            QueueCommand::List {
+                state,
+                kind,
+                limit,
+                json,
+            } => queue::list(&pool, state, kind, limit, json, out).await,
+            QueueCommand::Requeue {
+                state,
+                kind,
+                link,
+                older_than,
+                json,
+            } => queue::requeue(&pool, state, kind, link, older_than, json, out).await,
             QueueCommand::Prune { older_than, json } => queue::prune(&pool, settings, older_than, json, out).await,
         },
     }

@@ -22,11 +22,23 @@ pub async fn stats(pool: &PgPool, json: bool, out: &mut dyn Write) -> Result<(),
     if json {
         return print_json(out, &stats);
     }
-    writeln!(out, "{:<10} {:>9} {:>9} {:>9} {:>9}  OLDEST QUEUED", "KIND", "QUEUED", "RUNNING", "DONE", "FAILED")
-        .map_err(io)?;
+    writeln!(
+        out,
+        "{:<10} {:>9} {:>9} {:>9} {:>9}  OLDEST QUEUED",
+        "KIND", "QUEUED", "RUNNING", "DONE", "FAILED"
+    )
+    .map_err(io)?;
     for (kind, s) in &stats.kinds {
-        let age = s.oldest_queued_age_seconds.map(|a| format!("{a:.1}s")).unwrap_or_else(|| "-".into());
-        writeln!(out, "{kind:<10} {:>9} {:>9} {:>9} {:>9}  {age}", s.queued, s.running, s.done, s.failed).map_err(io)?;
+        let age = s
+            .oldest_queued_age_seconds
+            .map(|a| format!("{a:.1}s"))
+            .unwrap_or_else(|| "-".into());
+        writeln!(
+            out,
+            "{kind:<10} {:>9} {:>9} {:>9} {:>9}  {age}",
+            s.queued, s.running, s.done, s.failed
+        )
+        .map_err(io)?;
     }
     Ok(())
 }
@@ -45,12 +57,21 @@ pub async fn list(
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     check_kind(kind.as_deref())?;
-    let filter = JobFilter { state, kind, ..JobFilter::default() };
+    let filter = JobFilter {
+        state,
+        kind,
+        ..JobFilter::default()
+    };
     let jobs = inspect::list(pool, &filter, limit).await?;
     if json {
         return print_json(out, &jobs);
     }
-    writeln!(out, "{:>10}  {:<8} {:<8} {:>8}  {:<25}  LAST ERROR", "ID", "KIND", "STATE", "ATTEMPTS", "RUN AT").map_err(io)?;
+    writeln!(
+        out,
+        "{:>10}  {:<8} {:<8} {:>8}  {:<25}  LAST ERROR",
+        "ID", "KIND", "STATE", "ATTEMPTS", "RUN AT"
+    )
+    .map_err(io)?;
     for j in &jobs {
         writeln!(
             out,
@@ -83,21 +104,33 @@ pub async fn requeue(
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     if !matches!(state, JobState::Failed | JobState::Done) {
-        return Err(CliError::User(format!("only failed or done jobs can be requeued, not {state}")));
+        return Err(CliError::User(format!(
+            "only failed or done jobs can be requeued, not {state}"
+        )));
     }
     check_kind(kind.as_deref())?;
     let dedupe = match link {
         Some(link) => Some(dedupe_key(find(pool, &link).await?.id)),
         None => None,
     };
-    let filter = JobFilter { state: Some(state), kind, dedupe_key: dedupe, older_than };
+    let filter = JobFilter {
+        state: Some(state),
+        kind,
+        dedupe_key: dedupe,
+        older_than,
+    };
     let report = inspect::requeue(pool, state, &filter).await?;
     if json {
         return print_json(out, &serde_json::json!({ "requeued": report.requeued }));
     }
     writeln!(out, "requeued {} job(s)", report.requeued).map_err(io)?;
     if report.skipped > 0 {
-        writeln!(out, "skipped {} job(s) whose link already has a queued or running job", report.skipped).map_err(io)?;
+        writeln!(
+            out,
+            "skipped {} job(s) whose link already has a queued or running job",
+            report.skipped
+        )
+        .map_err(io)?;
     }
     Ok(())
 }
@@ -135,7 +168,9 @@ pub async fn prune(
 
 fn check_kind(kind: Option<&str>) -> Result<(), CliError> {
     match kind {
-        Some(k) if !KINDS.contains(&k) => Err(CliError::User(format!("unknown kind {k:?} (expected check or refresh)"))),
+        Some(k) if !KINDS.contains(&k) => Err(CliError::User(format!(
+            "unknown kind {k:?} (expected check or refresh)"
+        ))),
         _ => Ok(()),
     }
 }

@@ -146,9 +146,14 @@ pub async fn insert_many(pool: &PgPool, links: &[LinkUrl]) -> Result<Vec<String>
     }
     let urls: Vec<String> = links.iter().map(|l| l.url.to_string()).collect();
     let hosts: Vec<&str> = links.iter().map(|l| l.host.as_str()).collect();
-    let owners: Vec<Option<String>> =
-        links.iter().map(|l| crate::github::parse_repo_url(&l.url).map(|r| r.owner)).collect();
-    let repos: Vec<Option<String>> = links.iter().map(|l| crate::github::parse_repo_url(&l.url).map(|r| r.repo)).collect();
+    let owners: Vec<Option<String>> = links
+        .iter()
+        .map(|l| crate::github::parse_repo_url(&l.url).map(|r| r.owner))
+        .collect();
+    let repos: Vec<Option<String>> = links
+        .iter()
+        .map(|l| crate::github::parse_repo_url(&l.url).map(|r| r.repo))
+        .collect();
     let rows: Vec<(String,)> = sqlx::query_as(
         "INSERT INTO links (url, host, github_owner, github_repo)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
@@ -223,9 +228,8 @@ impl LinkRef {
 ///
 /// If the statement fails.
 pub async fn activate(pool: &PgPool, link: &LinkRef) -> Result<Option<Link>, sqlx::Error> {
-    let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
-        "UPDATE links SET status = 'active', consecutive_failures = 0, updated_at = now() WHERE ",
-    );
+    let mut q: QueryBuilder<Postgres> =
+        QueryBuilder::new("UPDATE links SET status = 'active', consecutive_failures = 0, updated_at = now() WHERE ");
     match link {
         LinkRef::Id(id) => q.push("id = ").push_bind(*id),
         LinkRef::Url(url) => q.push("url = ").push_bind(url.clone()),

@@ -11,8 +11,11 @@ use url::Url;
 use super::guard::{GuardPolicy, GuardedResolver, Refused};
 
 /// Default `User-Agent`: honest, naming the project and where to learn about it.
-pub const DEFAULT_USER_AGENT: &str =
-    concat!("linkpulse/", env!("CARGO_PKG_VERSION"), " (+https://github.com/linkpulse/linkpulse; link checker)");
+pub const DEFAULT_USER_AGENT: &str = concat!(
+    "linkpulse/",
+    env!("CARGO_PKG_VERSION"),
+    " (+https://github.com/linkpulse/linkpulse; link checker)"
+);
 /// Redirects followed before giving up.
 pub const MAX_REDIRECTS: u32 = 10;
 /// Total deadline of one fetch (all hops and the body).
@@ -31,7 +34,11 @@ pub struct FetchSettings {
 
 impl Default for FetchSettings {
     fn default() -> Self {
-        Self { timeout: DEFAULT_HTTP_TIMEOUT, user_agent: DEFAULT_USER_AGENT.to_owned(), guard: GuardPolicy::default() }
+        Self {
+            timeout: DEFAULT_HTTP_TIMEOUT,
+            user_agent: DEFAULT_USER_AGENT.to_owned(),
+            guard: GuardPolicy::default(),
+        }
     }
 }
 
@@ -130,7 +137,10 @@ impl Fetcher {
             .http1_max_headers(200)
             .build()
             .map_err(|e| FetchError::Local(format!("cannot build HTTP client: {e}")))?;
-        Ok(Self { client, settings: Arc::new(settings) })
+        Ok(Self {
+            client,
+            settings: Arc::new(settings),
+        })
     }
 
     /// The underlying client (for the GitHub API: same user agent, guard and timeouts).
@@ -192,7 +202,14 @@ impl Fetcher {
                 read_capped(response, request.max_body, request.stop_at_head).await?
             };
             tracing::debug!(status = status.as_u16(), bytes = body.len(), redirects = hop, "fetched");
-            return Ok(FetchResponse { url, status, headers, body, redirects: hop, truncated });
+            return Ok(FetchResponse {
+                url,
+                status,
+                headers,
+                body,
+                redirects: hop,
+                truncated,
+            });
         }
         Err(FetchError::TooManyRedirects(MAX_REDIRECTS))
     }
@@ -207,7 +224,9 @@ fn redirect_target(from: &Url, location: Option<&HeaderValue>) -> Result<Url, Fe
         .ok_or_else(|| FetchError::InvalidRedirect("no Location header".into()))?
         .to_str()
         .map_err(|_| FetchError::InvalidRedirect("Location is not valid text".into()))?;
-    let mut target = from.join(location).map_err(|e| FetchError::InvalidRedirect(format!("{location:?}: {e}")))?;
+    let mut target = from
+        .join(location)
+        .map_err(|e| FetchError::InvalidRedirect(format!("{location:?}: {e}")))?;
     target.set_fragment(None);
     Ok(target)
 }
@@ -260,7 +279,10 @@ fn classify_error(error: reqwest::Error) -> FetchError {
     let lower = chain.to_ascii_lowercase();
     if error.is_timeout() {
         FetchError::Timeout(Duration::ZERO)
-    } else if lower.contains("failed to lookup address") || lower.contains("name or service not known") || lower.contains("no such host") {
+    } else if lower.contains("failed to lookup address")
+        || lower.contains("name or service not known")
+        || lower.contains("no such host")
+    {
         FetchError::NoSuchHost(chain)
     } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
         FetchError::Tls(chain)

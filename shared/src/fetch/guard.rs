@@ -171,7 +171,9 @@ mod tests {
     use super::*;
 
     fn refused(url: &str) -> bool {
-        GuardPolicy::default().check_url(&Url::parse(url).expect("url")).is_err()
+        GuardPolicy::default()
+            .check_url(&Url::parse(url).expect("url"))
+            .is_err()
     }
 
     #[test]
@@ -207,7 +209,12 @@ mod tests {
 
     #[test]
     fn public_addresses_and_names_pass() {
-        for url in ["http://93.184.216.34/", "https://example.com/", "http://[2606:4700::1111]/", "http://172.32.0.1/"] {
+        for url in [
+            "http://93.184.216.34/",
+            "https://example.com/",
+            "http://[2606:4700::1111]/",
+            "http://172.32.0.1/",
+        ] {
             assert!(!refused(url), "{url} should pass");
         }
     }
@@ -215,9 +222,15 @@ mod tests {
     #[test]
     fn the_escape_hatches_let_private_hosts_through() {
         let url = Url::parse("http://127.0.0.1:8080/").expect("url");
-        let open = GuardPolicy { allow_private_networks: true, ..GuardPolicy::default() };
+        let open = GuardPolicy {
+            allow_private_networks: true,
+            ..GuardPolicy::default()
+        };
         assert!(open.check_url(&url).is_ok());
-        let allowed = GuardPolicy { allowed_hosts: ["127.0.0.1".to_owned()].into(), ..GuardPolicy::default() };
+        let allowed = GuardPolicy {
+            allowed_hosts: ["127.0.0.1".to_owned()].into(),
+            ..GuardPolicy::default()
+        };
         assert!(allowed.check_url(&url).is_ok());
     }
 
