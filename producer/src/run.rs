@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use linkpulse_shared::config::Settings;
 
 /// Advisory lock key held by the cycling producer ("lpcycle").
-pub const LEADER_LOCK_KEY: i64 = 0x6c70_6379_636c_65;
+pub const LEADER_LOCK_KEY: i64 = 0x006c_7063_7963_6c65;
 
 /// Leadership: a session-level advisory lock held on a dedicated connection. If that connection
 /// dies, PostgreSQL drops the lock and another replica takes over; this one notices at its next

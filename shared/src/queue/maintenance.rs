@@ -7,7 +7,7 @@ use sqlx::PgPool;
 use super::QueueError;
 
 /// Advisory lock key electing the worker that runs maintenance ("lpmaint" in ASCII).
-pub const MAINTENANCE_LOCK_KEY: i64 = 0x6c70_6d61_696e_74;
+pub const MAINTENANCE_LOCK_KEY: i64 = 0x006c_706d_6169_6e74;
 
 /// `job_rescue_lost`.
 ///
