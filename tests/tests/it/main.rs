@@ -3,6 +3,7 @@
 mod app;
 mod helpers;
 mod pipeline;
+mod pipeline_process;
 mod queue_claim;
 mod queue_cluster;
 mod queue_dedupe;
