@@ -11,6 +11,7 @@ use reqwest::{Method, StatusCode};
 use url::Url;
 
 use crate::fetch::{FetchError, FetchRequest, FetchResponse, Fetcher};
+use crate::politeness::HostPacer;
 
 /// Body bytes a check's GET reads (enough to recognise a challenge page).
 const CHECK_BODY_BYTES: usize = 64 * 1024;
@@ -57,13 +58,16 @@ pub struct CheckResult {
 }
 
 /// Checks `url`: HEAD; on anything but success, GET (servers answer HEAD with 405, 404, 403 while
-/// GET works).
-pub async fn check_url(fetcher: &Fetcher, url: &Url) -> CheckResult {
+/// GET works). Each request waits for the host's slot in `pacer`.
+pub async fn check_url(fetcher: &Fetcher, pacer: &HostPacer, url: &Url) -> CheckResult {
+    let host = url.host_str().unwrap_or_default();
+    pacer.wait(host).await;
     let head = fetcher.fetch(request(Method::HEAD, url)).await;
     let first = classify(&head);
     if first.verdict == Verdict::Ok {
         return first;
     }
+    pacer.wait(host).await;
     let get = fetcher.fetch(request(Method::GET, url)).await;
     classify(&get)
 }

@@ -298,6 +298,8 @@ pub struct Settings {
     /// Fetching (`LINKPULSE_HTTP_TIMEOUT`, `LINKPULSE_USER_AGENT`, `LINKPULSE_ALLOW_PRIVATE_NETWORKS`,
     /// `LINKPULSE_ALLOWED_HOSTS`).
     pub fetch: crate::fetch::FetchSettings,
+    /// `LINKPULSE_HOST_INTERVAL`: minimum gap between two requests to one host from one worker.
+    pub host_interval: Duration,
     /// `LINKPULSE_GITHUB_API_URL`.
     pub github_api_url: url::Url,
     /// `GITHUB_TOKEN` (optional; raises GitHub's rate limit).
@@ -329,6 +331,7 @@ impl Settings {
             check_enabled: true,
             refresh_enabled: true,
             fetch: crate::fetch::FetchSettings::default(),
+            host_interval: crate::politeness::DEFAULT_HOST_INTERVAL,
             github_api_url: url::Url::parse(DEFAULT_GITHUB_API_URL).expect("valid default URL"),
             github_token: None,
             admin_addr: DEFAULT_ADMIN_ADDR.parse().expect("valid default address"),
@@ -367,6 +370,7 @@ impl Settings {
                     .collect()
             })
             .unwrap_or_default();
+        s.host_interval = env.duration("LINKPULSE_HOST_INTERVAL", crate::politeness::DEFAULT_HOST_INTERVAL)?;
         s.github_api_url = env.parse("LINKPULSE_GITHUB_API_URL", s.github_api_url.clone())?;
         s.github_token = env.optional("GITHUB_TOKEN");
         s.admin_addr = env.parse("LINKPULSE_ADMIN_ADDR", s.admin_addr)?;

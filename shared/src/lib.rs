@@ -11,6 +11,7 @@
 //! - [`check`]: a check's verdict (ok, dead, transient, blocked).
 //! - [`metadata`]: title, description, image, favicon and site name from a page.
 //! - [`github`]: the GitHub API client for repository links.
+//! - [`politeness`]: per-host pacing and pool-wide cool-downs.
 //! - [`queue`]: the PostgreSQL job queue and its apalis backend.
 //! - [`shutdown`]: signals and the drain of a worker.
 //! - [`telemetry`]: logging setup.
@@ -23,6 +24,7 @@ pub mod github;
 pub mod jobs;
 pub mod link_url;
 pub mod metadata;
+pub mod politeness;
 pub mod queue;
 pub mod shutdown;
 pub mod telemetry;

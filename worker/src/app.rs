@@ -59,10 +59,12 @@ pub async fn run(settings: Settings, concurrency: usize, stop: CancellationToken
 
     let timeout = job_timeout(&settings);
     let grace = settings.shutdown_grace;
+    let pacer = linkpulse_shared::politeness::HostPacer::new(settings.host_interval);
     let state = Arc::new(AppState {
         pool,
         fetcher,
         github,
+        pacer,
         settings,
     });
     let worker = WorkerBuilder::new(name)
@@ -76,4 +78,3 @@ pub async fn run(settings: Settings, concurrency: usize, stop: CancellationToken
         .context("worker failed")?;
     Ok(drained)
 }
-

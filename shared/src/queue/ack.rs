@@ -18,6 +18,14 @@ pub enum Outcome {
         /// Why the attempt failed.
         error: String,
     },
+    /// Like [`Outcome::Retry`] (consumes the attempt) but after the server's own `delay`
+    /// (`Retry-After`) instead of the policy's backoff.
+    RetryAfter {
+        /// Why the attempt failed.
+        error: String,
+        /// The delay the server asked for.
+        delay: Duration,
+    },
     /// Run again after `delay` without consuming the attempt (`Retry-After`, rate limits).
     Snooze {
         /// How long to wait.
@@ -68,7 +76,14 @@ fn transition(completion: &Completion, policy: &RetryPolicy) -> Transition {
             error_kind: Some("retry"),
             error: Some(storable(error)),
         },
-        Outcome::Retry { error } | Outcome::Fail { error } => Transition {
+        Outcome::RetryAfter { error, delay } if !lease.is_last_attempt() => Transition {
+            state: "queued",
+            delay_ms: duration_ms(*delay),
+            refund_attempt: false,
+            error_kind: Some("retry"),
+            error: Some(storable(error)),
+        },
+        Outcome::Retry { error } | Outcome::RetryAfter { error, .. } | Outcome::Fail { error } => Transition {
             state: "failed",
             delay_ms: 0,
             refund_attempt: false,
@@ -266,6 +281,30 @@ mod tests {
         );
         assert_eq!(t.state, "failed");
         assert_eq!(t.error.as_deref(), Some("boom"));
+    }
+
+    #[test]
+    fn retry_after_uses_the_servers_delay_and_consumes_the_attempt() {
+        let outcome = Outcome::RetryAfter {
+            error: "429".into(),
+            delay: Duration::from_secs(7),
+        };
+        let t = transition(
+            &Completion {
+                lease: lease(1, 3),
+                outcome: outcome.clone(),
+            },
+            &RetryPolicy::default(),
+        );
+        assert_eq!((t.state, t.delay_ms, t.refund_attempt), ("queued", 7000, false));
+        let last = transition(
+            &Completion {
+                lease: lease(3, 3),
+                outcome,
+            },
+            &RetryPolicy::default(),
+        );
+        assert_eq!(last.state, "failed");
     }
 
     #[test]

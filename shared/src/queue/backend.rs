@@ -37,6 +37,14 @@ pub enum JobError {
     /// Try again after the retry policy's backoff; consumes the attempt.
     #[error("{0}")]
     Retry(String),
+    /// Like [`JobError::Retry`], after the server's `Retry-After` instead of the backoff.
+    #[error("{reason} (retry after {delay:?})")]
+    RetryAfter {
+        /// The delay the server asked for.
+        delay: Duration,
+        /// Why.
+        reason: String,
+    },
     /// Run again after `delay` without consuming the attempt (rate limits, `Retry-After`).
     #[error("snoozed for {delay:?}: {reason}")]
     Snooze {
@@ -247,6 +255,10 @@ fn outcome_of(error: &(dyn std::error::Error + Send + Sync + 'static)) -> Outcom
     if let Some(job_error) = error.downcast_ref::<JobError>() {
         return match job_error {
             JobError::Retry(message) => Outcome::Retry { error: message.clone() },
+            JobError::RetryAfter { delay, reason } => Outcome::RetryAfter {
+                error: reason.clone(),
+                delay: *delay,
+            },
             JobError::Snooze { delay, reason } => Outcome::Snooze {
                 delay: *delay,
                 reason: reason.clone(),

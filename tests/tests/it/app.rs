@@ -100,7 +100,9 @@ impl TestApp {
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind site");
         let site_addr = listener.local_addr().expect("addr");
-        let app = Router::new().route("/{*path}", any(serve_site)).with_state(site.clone());
+        let app = Router::new()
+            .route("/{*path}", any(serve_site))
+            .with_state(site.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
 
         let mut settings = Settings::defaults(url_of(&pool).await);
@@ -113,6 +115,8 @@ impl TestApp {
         settings.queue.retry.max = Duration::from_secs(1);
         settings.queue.poll_interval = Duration::from_millis(200);
         settings.queue.host_concurrency = 8;
+        // Every test link lives on 127.0.0.1: pacing would serialise them (tested on its own).
+        settings.host_interval = Duration::ZERO;
         settings.shutdown_grace = Duration::from_secs(10);
         Self {
             pool,

@@ -53,12 +53,20 @@ async fn refresh_reads_github_repositories_and_marks_missing_ones_unavailable(po
     app.settings.check_enabled = false;
     app.settings.refresh_enabled = true;
     app.settings.refresh_after = Duration::ZERO;
-    let ids = app.add_links(&["https://github.com/octo/thing".into(), "https://github.com/octo/gone".into()]).await;
+    let ids = app
+        .add_links(&[
+            "https://github.com/octo/thing".into(),
+            "https://github.com/octo/gone".into(),
+        ])
+        .await;
     app.cycle_and_work().await;
 
     let found = app.link(ids[0]).await;
     let gh = found.github.expect("github facts");
-    assert_eq!((gh.owner.as_str(), gh.repo.as_str(), gh.stars), ("octo", "thing", Some(42)));
+    assert_eq!(
+        (gh.owner.as_str(), gh.repo.as_str(), gh.stars),
+        ("octo", "thing", Some(42))
+    );
     assert_eq!(gh.description.as_deref(), Some("A thing"));
     assert_eq!(gh.archived, Some(false));
     assert_eq!(found.status, "active");
@@ -78,7 +86,9 @@ async fn a_sigterm_mid_batch_lets_in_flight_checks_finish_and_the_rest_complete_
     // /slow answers after 3 s: slower than the time between SIGTERM and the end of the drain
     // would be if in-flight jobs were dropped.
     let n = 12;
-    let ids = app.add_links(&(0..n).map(|i| app.url(&format!("/slow?{i}"))).collect::<Vec<_>>()).await;
+    let ids = app
+        .add_links(&(0..n).map(|i| app.url(&format!("/slow?{i}"))).collect::<Vec<_>>())
+        .await;
     assert_eq!(app.run_cycle().await.check.enqueued, n as i64);
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_linkpulse-worker"))
@@ -89,6 +99,7 @@ async fn a_sigterm_mid_batch_lets_in_flight_checks_finish_and_the_rest_complete_
         .env("LINKPULSE_WORKER_ADDR", "127.0.0.1:0")
         .env("LINKPULSE_SHUTDOWN_GRACE", "20s")
         .env("LINKPULSE_HOST_CONCURRENCY", "8")
+        .env("LINKPULSE_HOST_INTERVAL", "0s")
         .kill_on_drop(true)
         .spawn()
         .expect("spawn worker");
@@ -98,10 +109,16 @@ async fn a_sigterm_mid_batch_lets_in_flight_checks_finish_and_the_rest_complete_
     })
     .await;
     nix::sys::signal::kill(pid, Signal::SIGTERM).expect("sigterm");
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await.expect("exited in time").expect("wait");
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("exited in time")
+        .expect("wait");
     assert_eq!(status.code(), Some(0), "a drained worker exits 0");
     let finished_by_first = count_state(&app.pool, "done").await;
-    assert!(finished_by_first >= 4, "in-flight checks finished before exit ({finished_by_first})");
+    assert!(
+        finished_by_first >= 4,
+        "in-flight checks finished before exit ({finished_by_first})"
+    );
 
     app.run_until_idle(1, 8, Duration::from_secs(60)).await;
     assert_eq!(count_state(&app.pool, "done").await, n as i64, "every job completed");

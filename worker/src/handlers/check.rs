@@ -7,7 +7,7 @@ use linkpulse_shared::db::links::{self, CheckRecord};
 use linkpulse_shared::jobs::CheckLink;
 use linkpulse_shared::queue::{JobError, JobLease};
 
-use super::{AppState, db_error};
+use super::{AppState, db_error, polite};
 
 /// Checks one link. Transient failures are retried through the queue's persisted backoff; only
 /// when the last attempt also fails does the check count as one failure.
@@ -19,8 +19,13 @@ use super::{AppState, db_error};
 #[tracing::instrument(name = "job.check", skip_all, fields(link.id = job.link_id, job.id = lease.job_id, job.attempt = lease.attempt, verdict))]
 pub async fn check_link(state: &AppState, job: &CheckLink, lease: &JobLease) -> Result<(), JobError> {
     let url = Url::parse(&job.url).map_err(|e| JobError::Fail(format!("stored URL {:?} is invalid: {e}", job.url)))?;
-    let result = check_url(&state.fetcher, &url).await;
+    let host = url.host_str().unwrap_or_default().to_owned();
+    polite::respect_cooldown(state, &host).await?;
+    let result = check_url(&state.fetcher, &state.pacer, &url).await;
     tracing::Span::current().record("verdict", result.verdict.as_str());
+    if let Some(retry) = polite::rate_limited(state, &host, &result, lease).await? {
+        return Err(retry);
+    }
     if result.verdict == Verdict::Transient && !lease.is_last_attempt() {
         return Err(JobError::Retry(result.reason));
     }

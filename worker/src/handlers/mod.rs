@@ -1,6 +1,7 @@
 //! The job handlers: what a `check` and a `refresh` do, and where their results go.
 
 pub mod check;
+pub mod polite;
 pub mod refresh;
 
 use std::sync::Arc;
@@ -23,6 +24,8 @@ pub struct AppState {
     pub fetcher: Fetcher,
     /// GitHub API client (shares the fetcher's HTTP client).
     pub github: GithubClient,
+    /// Minimum gap between requests to one host from this process.
+    pub pacer: linkpulse_shared::politeness::HostPacer,
     /// Settings in force.
     pub settings: Settings,
 }

@@ -14,7 +14,7 @@ use linkpulse_shared::jobs::RefreshLink;
 use linkpulse_shared::metadata::{self, MAX_HEAD_BYTES};
 use linkpulse_shared::queue::{JobError, JobLease};
 
-use super::{AppState, db_error};
+use super::{AppState, db_error, polite};
 
 /// Refreshes one link's metadata.
 ///
@@ -68,8 +68,14 @@ async fn page_metadata(
         max_body: MAX_HEAD_BYTES,
         stop_at_head: true,
     };
+    let host = url.host_str().unwrap_or_default();
+    polite::respect_cooldown(state, host).await?;
+    state.pacer.wait(host).await;
     let fetched = state.fetcher.fetch(request).await;
     let verdict = classify(&fetched);
+    if let Some(retry) = polite::rate_limited(state, host, &verdict, lease).await? {
+        return Err(retry);
+    }
     let response = match fetched {
         Ok(response) if response.status.is_success() => response,
         Ok(response) if response.status == StatusCode::NOT_MODIFIED => return Ok(RefreshRecord::default()),
