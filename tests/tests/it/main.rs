@@ -1,7 +1,10 @@
 //! Integration tests: one binary, one module per area, a fresh database per test.
 
 mod app;
+mod checks;
+mod deploy;
 mod helpers;
+mod otlp_receiver;
 mod pipeline;
 mod pipeline_process;
 mod queue_claim;
@@ -9,3 +12,4 @@ mod queue_cluster;
 mod queue_dedupe;
 mod queue_retry;
 mod queue_wakeup;
+mod tracing;
