@@ -1,9 +1,11 @@
 //! linkpulse benchmark: measures the queue as production runs it (bulk enqueue, a real apalis
-//! worker draining the queue, idle enqueue-to-start latency) in a scratch database, and fills a
-//! database for the raw-SQL pgbench ceiling (`bench/pgbench/README.md`).
+//! worker draining the queue, idle enqueue-to-start latency) in a scratch database, fills a
+//! database for the raw-SQL pgbench ceiling (`bench/pgbench/README.md`), and times the producer
+//! cycle over large links tables next to a bare insert of the same jobs.
 //!
 //! Results are JSON lines on stdout; logs go to stderr.
 
+mod cycle;
 mod noop;
 mod phases;
 mod report;
@@ -14,14 +16,19 @@ mod worker;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use crate::settings::Settings;
+use crate::settings::{CycleSettings, Settings};
 
 /// Connections beyond the worker's concurrency: engine fetcher, acker, heartbeat, maintenance,
 /// the producer side and the progress queries each need one at times.
 const EXTRA_CONNECTIONS: usize = 4;
 
-/// linkpulse queue benchmark. Sizes come from the environment: N (jobs, default 50000),
-/// CONC (worker concurrency, default 16), CHUNK (jobs per insert statement, default 5000).
+/// Connections of a `cycle` run: its statements run one at a time, the second is slack.
+const CYCLE_CONNECTIONS: u32 = 2;
+
+/// linkpulse queue benchmark. Sizes come from the environment. `queue` and `fill`: N (jobs,
+/// default 50000), CONC (worker concurrency, default 16), CHUNK (jobs per insert statement,
+/// default 5000). `cycle`: SIZES (link counts, default 100000,1000000), DUE_PERCENT (default 10),
+/// LIMIT (cycle limit, default the due count).
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
@@ -45,12 +52,39 @@ enum Command {
         #[arg(value_name = "DATABASE_URL")]
         database_url: String,
     },
+    /// For each of SIZES, in its own scratch database: fills `links` (DUE_PERCENT due), times a
+    /// producer cycle, the same cycle again (all due links already queued), a bare
+    /// `INSERT … SELECT` of the due links and a cycle with the default limit; one JSON line per
+    /// size.
+    Cycle {
+        /// Any database on the server; only used to create and drop the scratch databases.
+        #[arg(value_name = "DATABASE_URL")]
+        database_url: String,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     linkpulse_shared::telemetry::init_logging();
     let cli = Cli::parse();
+    match cli.command {
+        Command::Queue { database_url } => run_queue(&database_url, queue_settings()?).await,
+        Command::Fill { database_url } => run_fill(&database_url, queue_settings()?).await,
+        Command::Cycle { database_url } => {
+            let settings = CycleSettings::from_env()?;
+            tracing::info!(
+                sizes = ?settings.sizes,
+                due_percent = settings.due_percent,
+                limit = ?settings.limit,
+                "bench settings"
+            );
+            run_cycle(&database_url, &settings).await
+        }
+    }
+}
+
+/// The settings of `queue` and `fill`, logged so a run's output says what it measured.
+fn queue_settings() -> anyhow::Result<Settings> {
     let settings = Settings::from_env()?;
     tracing::info!(
         n = settings.n,
@@ -58,10 +92,7 @@ async fn main() -> anyhow::Result<()> {
         chunk = settings.chunk,
         "bench settings"
     );
-    match cli.command {
-        Command::Queue { database_url } => run_queue(&database_url, settings).await,
-        Command::Fill { database_url } => run_fill(&database_url, settings).await,
-    }
+    Ok(settings)
 }
 
 /// Connections for a run of `settings`.
@@ -90,8 +121,22 @@ async fn run_queue(database_url: &str, settings: Settings) -> anyhow::Result<()>
 
 /// The `fill` command.
 async fn run_fill(database_url: &str, settings: Settings) -> anyhow::Result<()> {
-    let pool = scratch::connect(scratch::parse_url(database_url)?, 2).await?;
+    let pool = scratch::connect(database_url, 2).await?;
     let filled = phases::fill(&pool, settings).await;
     pool.close().await;
     filled
+}
+
+/// The `cycle` command: one fresh scratch database per size, so a size never sees the previous
+/// one's rows (or its queue's dead tuples); each line is printed as soon as its size is done.
+async fn run_cycle(database_url: &str, settings: &CycleSettings) -> anyhow::Result<()> {
+    for &links in &settings.sizes {
+        let line = scratch::with_scratch_database(database_url, CYCLE_CONNECTIONS, |pool| async move {
+            cycle::measure(&pool, database_url, links, settings).await
+        })
+        .await
+        .with_context(|| format!("cycle over {links} links"))?;
+        report::emit(&line)?;
+    }
+    Ok(())
 }

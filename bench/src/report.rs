@@ -91,6 +91,63 @@ impl LatencyIdle {
     }
 }
 
+/// Result of one producer cycle over a links table of one size, next to the bare insert of the
+/// same rows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cycle {
+    system: &'static str,
+    phase: &'static str,
+    links: i64,
+    due: i64,
+    cycle_s: f64,
+    cycle_jobs_per_s: u64,
+    second_cycle_s: f64,
+    bare_insert_s: f64,
+    /// `cycle_s / bare_insert_s`: what the cycle's ordering, limit and dedupe cost over the
+    /// cheapest statement that enqueues the same jobs.
+    ratio: f64,
+    limit_10000_cycle_s: f64,
+}
+
+/// The timings of one size of the `cycle` command.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CycleTimes {
+    /// Jobs the first cycle enqueued.
+    pub enqueued: usize,
+    /// The first cycle (every due link enqueued, unless `LIMIT` is lower).
+    pub cycle: Duration,
+    /// The same cycle again at once: every due link already queued, so all are skipped.
+    pub second_cycle: Duration,
+    /// The bare `INSERT … SELECT` of every due link into an empty queue.
+    pub bare_insert: Duration,
+    /// One cycle with the production default limit into an empty queue.
+    pub limit_default_cycle: Duration,
+}
+
+impl Cycle {
+    /// The line for `links` links of which `due` were due.
+    pub fn new(links: i64, due: i64, times: CycleTimes) -> Self {
+        let bare_insert_s = times.bare_insert.as_secs_f64();
+        let ratio = if bare_insert_s > 0.0 {
+            times.cycle.as_secs_f64() / bare_insert_s
+        } else {
+            0.0
+        };
+        Self {
+            system: SYSTEM,
+            phase: "cycle",
+            links,
+            due,
+            cycle_s: round(times.cycle.as_secs_f64(), 3),
+            cycle_jobs_per_s: rate(times.enqueued, times.cycle),
+            second_cycle_s: round(times.second_cycle.as_secs_f64(), 3),
+            bare_insert_s: round(bare_insert_s, 3),
+            ratio: round(ratio, 2),
+            limit_10000_cycle_s: round(times.limit_default_cycle.as_secs_f64(), 3),
+        }
+    }
+}
+
 /// Prints `line` as one JSON object on stdout and flushes, so a reader sees each phase as soon
 /// as it ends.
 ///
@@ -157,6 +214,22 @@ mod tests {
         assert_eq!(
             line,
             r#"{"system":"linkpulse","phase":"process","n":10,"completed":10,"duplicates":0,"drained_s":2.0,"jobs_per_s":5}"#
+        );
+    }
+
+    #[test]
+    fn cycle_line_keeps_the_documented_field_order() {
+        let times = CycleTimes {
+            enqueued: 100_000,
+            cycle: Duration::from_millis(2_000),
+            second_cycle: Duration::from_millis(1_500),
+            bare_insert: Duration::from_millis(800),
+            limit_default_cycle: Duration::from_millis(250),
+        };
+        let line = serde_json::to_string(&Cycle::new(1_000_000, 100_000, times)).expect("encodes");
+        assert_eq!(
+            line,
+            r#"{"system":"linkpulse","phase":"cycle","links":1000000,"due":100000,"cycle_s":2.0,"cycle_jobs_per_s":50000,"second_cycle_s":1.5,"bare_insert_s":0.8,"ratio":2.5,"limit_10000_cycle_s":0.25}"#
         );
     }
 }

@@ -2,34 +2,33 @@
 //! pointed at and always starts from an empty, freshly migrated queue.
 
 use std::future::Future;
-use std::str::FromStr;
-use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, PgPool};
+use url::Url;
 
-/// Connection options parsed from a `postgres://` URL.
+/// Opens a pool to `url` the way the binaries do ([`linkpulse_shared::db::connect`]), so the
+/// bench's connections carry whatever session settings production's carry.
 ///
 /// # Errors
 ///
-/// If `url` is not a valid PostgreSQL URL.
-pub fn parse_url(url: &str) -> anyhow::Result<PgConnectOptions> {
-    PgConnectOptions::from_str(url).context("DATABASE_URL is not a valid postgres:// URL")
-}
-
-/// Opens a pool of at most `max_connections` with `options`.
-///
-/// # Errors
-///
-/// If the first connection fails.
-pub async fn connect(options: PgConnectOptions, max_connections: u32) -> anyhow::Result<PgPool> {
-    PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect_with(options)
+/// If the URL is invalid or the first connection fails.
+pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<PgPool> {
+    linkpulse_shared::db::connect(url, max_connections)
         .await
         .context("connecting to PostgreSQL")
+}
+
+/// `url` with its path (the database name) replaced by `database`; user, host, port and query
+/// parameters (`sslmode`, `options`, ...) are kept.
+///
+/// # Errors
+///
+/// If `url` is not a URL.
+fn with_database(url: &str, database: &str) -> anyhow::Result<String> {
+    let mut url = Url::parse(url).context("DATABASE_URL is not a valid postgres:// URL")?;
+    url.set_path(&format!("/{database}"));
+    Ok(url.into())
 }
 
 /// Name of this process's scratch database: the pid keeps concurrent runs apart.
@@ -48,17 +47,15 @@ where
     F: FnOnce(PgPool) -> Fut,
     Fut: Future<Output = anyhow::Result<T>>,
 {
-    let admin_options = parse_url(admin_url)?;
-    let admin = connect(admin_options.clone(), 1)
-        .await
-        .context("connecting to DATABASE_URL")?;
     let name = scratch_name();
+    let scratch_url = with_database(admin_url, &name)?;
+    let admin = connect(admin_url, 1).await.context("connecting to DATABASE_URL")?;
     execute(&admin, format!("CREATE DATABASE {}", quote_ident(&name)))
         .await
         .with_context(|| format!("creating scratch database {name}"))?;
     tracing::info!(database = %name, "created scratch database");
     let outcome = async {
-        let pool = connect(admin_options.database(&name), max_connections).await?;
+        let pool = connect(&scratch_url, max_connections).await?;
         let result = run_migrated(&pool, body).await;
         pool.close().await;
         result
@@ -128,9 +125,16 @@ mod tests {
 
     #[test]
     fn scratch_database_replaces_only_the_path() {
-        let options = parse_url("postgres://postgres@127.0.0.1:5432/postgres?application_name=x").expect("valid");
-        let scratch = options.database("linkpulse_bench_1");
-        assert_eq!(scratch.get_database(), Some("linkpulse_bench_1"));
-        assert_eq!(scratch.get_host(), "127.0.0.1");
+        let url = with_database(
+            "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
+            "linkpulse_bench_1",
+        )
+        .expect("valid");
+        assert_eq!(
+            url,
+            "postgres://postgres@127.0.0.1:5432/linkpulse_bench_1?sslmode=disable"
+        );
+        let url = with_database("postgres://u:p@db", "linkpulse_bench_1").expect("valid");
+        assert_eq!(url, "postgres://u:p@db/linkpulse_bench_1");
     }
 }

@@ -1,7 +1,8 @@
 //! What a run measures, read from the environment so other tools can drive the bench without
-//! learning flags: `N`, `CONC` and `CHUNK`.
+//! learning flags: `N`, `CONC` and `CHUNK` for `queue` and `fill`; `SIZES`, `DUE_PERCENT` and
+//! `LIMIT` for `cycle`.
 
-use anyhow::Context as _;
+use anyhow::{Context as _, ensure};
 use linkpulse_shared::config::Env;
 
 /// Jobs per run when `N` is unset: enough for a steady state, short enough for CI.
@@ -43,6 +44,77 @@ impl Settings {
     }
 }
 
+/// Link counts of a `cycle` run when `SIZES` is unset: the two sizes the benchmark document
+/// compares, so the growth from one to the other shows whether the cycle scales with the due
+/// links or with the whole table.
+pub const DEFAULT_SIZES: [i64; 2] = [100_000, 1_000_000];
+/// Share of the links whose check is due when `DUE_PERCENT` is unset.
+pub const DEFAULT_DUE_PERCENT: u32 = 10;
+
+/// The sizes of one `cycle` run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CycleSettings {
+    /// Link counts, each measured in its own scratch database, in this order.
+    pub sizes: Vec<i64>,
+    /// Percentage (1..=100) of the links whose check is due.
+    pub due_percent: u32,
+    /// The producer's cycle limit; `None` means the due count, so one cycle enqueues every due
+    /// link and compares with a bare insert of the same rows.
+    pub limit: Option<i64>,
+}
+
+impl CycleSettings {
+    /// Reads `SIZES`, `DUE_PERCENT` and `LIMIT` from the process environment.
+    ///
+    /// # Errors
+    ///
+    /// A variable that is set but invalid; the message names it.
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_lookup(|var| std::env::var(var).ok())
+    }
+
+    /// Reads the settings from `lookup` (the environment in the binary, a map in tests).
+    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let env = Env::new(lookup);
+        let sizes = match env.optional("SIZES") {
+            None => DEFAULT_SIZES.to_vec(),
+            Some(list) => parse_sizes(&list).with_context(|| format!("reading SIZES={list:?}"))?,
+        };
+        let due_percent = env
+            .positive("DUE_PERCENT", DEFAULT_DUE_PERCENT)
+            .context("reading DUE_PERCENT")?;
+        ensure!(
+            due_percent <= 100,
+            "reading DUE_PERCENT: {due_percent} is not a percentage (1..=100)"
+        );
+        let limit = match env.optional("LIMIT") {
+            None => None,
+            Some(_) => Some(env.positive("LIMIT", 1_i64).context("reading LIMIT")?),
+        };
+        Ok(Self {
+            sizes,
+            due_percent,
+            limit,
+        })
+    }
+}
+
+/// Parses a comma-separated list of positive link counts (`100000,1000000`).
+fn parse_sizes(list: &str) -> anyhow::Result<Vec<i64>> {
+    let sizes = list
+        .split(',')
+        .map(|item| {
+            let item = item.trim();
+            match item.parse::<i64>() {
+                Ok(size) if size > 0 => Ok(size),
+                _ => anyhow::bail!("{item:?} is not a positive integer"),
+            }
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    ensure!(!sizes.is_empty(), "no size given");
+    Ok(sizes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,5 +136,52 @@ mod tests {
     fn zero_is_rejected_with_the_variable_name() {
         let err = Settings::from_lookup(|var| (var == "CHUNK").then(|| "0".to_owned())).expect_err("invalid");
         assert!(format!("{err:#}").contains("CHUNK"), "{err:#}");
+    }
+
+    #[test]
+    fn cycle_defaults_apply_when_unset() {
+        let settings = CycleSettings::from_lookup(|_| None).expect("defaults are valid");
+        assert_eq!(
+            settings,
+            CycleSettings {
+                sizes: vec![100_000, 1_000_000],
+                due_percent: 10,
+                limit: None
+            }
+        );
+    }
+
+    #[test]
+    fn cycle_settings_are_read() {
+        let settings = CycleSettings::from_lookup(|var| match var {
+            "SIZES" => Some(" 1000, 20000 ".to_owned()),
+            "DUE_PERCENT" => Some("100".to_owned()),
+            "LIMIT" => Some("500".to_owned()),
+            _ => None,
+        })
+        .expect("valid");
+        assert_eq!(
+            settings,
+            CycleSettings {
+                sizes: vec![1_000, 20_000],
+                due_percent: 100,
+                limit: Some(500)
+            }
+        );
+    }
+
+    #[test]
+    fn invalid_cycle_settings_name_the_variable() {
+        for (var, value) in [
+            ("SIZES", "1000,,2000"),
+            ("SIZES", "0"),
+            ("SIZES", "1e6"),
+            ("DUE_PERCENT", "0"),
+            ("DUE_PERCENT", "101"),
+            ("LIMIT", "-1"),
+        ] {
+            let err = CycleSettings::from_lookup(|v| (v == var).then(|| value.to_owned())).expect_err(value);
+            assert!(format!("{err:#}").contains(var), "{var}={value}: {err:#}");
+        }
     }
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use sqlx::PgPool;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 /// Migrations of our tables and the queue's, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -14,11 +14,21 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 ///
 /// If the URL is invalid or the first connection fails.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    let options: PgConnectOptions = url.parse()?;
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
-        .connect(url)
+        .connect_with(tuned(options))
         .await
+}
+
+/// Session settings for an OLTP workload of short statements:
+/// - `jit = off`: JIT compilation costs tens of milliseconds and a claim of 64 rows never earns
+///   that back; cost estimates of `LIMIT $n` in generic plans can still cross `jit_above_cost`.
+/// - `plan_cache_mode = force_custom_plan`: plan each execution with its real parameters, so a
+///   generic plan that guesses `LIMIT $n` large never sorts the whole queue.
+pub fn tuned(options: PgConnectOptions) -> PgConnectOptions {
+    options.options([("jit", "off"), ("plan_cache_mode", "force_custom_plan")])
 }
 
 /// Applies every pending migration; a no-op when all are applied.
