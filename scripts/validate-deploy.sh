@@ -439,7 +439,7 @@ for overlay in k8s/overlays/*/; do
   fi
 done
 
-# The optional components, each combined with the base as a user would (see docs/deploy.md).
+# The optional components, each combined with the base as a user would (see README.md).
 variant() { # variant NAME COMPONENT...
   local name=$1 dir=$out/variants/$1
   shift
