@@ -13,9 +13,12 @@ use sqlx::PgPool;
 use linkpulse_shared::config::Settings;
 use linkpulse_shared::jobs::{CHECK, REFRESH};
 use linkpulse_shared::queue::NOTIFY_CHANNEL;
+use linkpulse_shared::telemetry;
 
 /// `link_enqueue_due_checks`: due = never checked, or checked before `now() - $1`. Ordered by
-/// the expression of `links_check_due_idx`, so the scan reads only the first `$2` due rows.
+/// the expression of `links_check_due_idx`, so the scan reads only the first `$2` due rows. `$5`
+/// is the W3C trace context of the `job.enqueue` span, the same for every job of the statement:
+/// each job's `job.run` span becomes its child, in the cycle's trace.
 const LINK_ENQUEUE_DUE_CHECKS: &str = r#"
 WITH due AS (
     SELECT id, url, host FROM links
@@ -24,8 +27,8 @@ WITH due AS (
     LIMIT $2
 ),
 inserted AS (
-    INSERT INTO queue_jobs (kind, dedupe_key, group_key, payload, max_attempts)
-    SELECT $3, 'link:' || id, host, jsonb_build_object('link_id', id, 'url', url), $4
+    INSERT INTO queue_jobs (kind, dedupe_key, group_key, payload, max_attempts, trace_context)
+    SELECT $3, 'link:' || id, host, jsonb_build_object('link_id', id, 'url', url), $4, $5::jsonb
     FROM due
     ORDER BY id
     ON CONFLICT (kind, dedupe_key) WHERE state IN ('queued', 'running') AND dedupe_key IS NOT NULL
@@ -44,8 +47,8 @@ WITH due AS (
     LIMIT $2
 ),
 inserted AS (
-    INSERT INTO queue_jobs (kind, dedupe_key, group_key, payload, max_attempts)
-    SELECT $3, 'link:' || id, host, jsonb_build_object('link_id', id, 'url', url), $4
+    INSERT INTO queue_jobs (kind, dedupe_key, group_key, payload, max_attempts, trace_context)
+    SELECT $3, 'link:' || id, host, jsonb_build_object('link_id', id, 'url', url), $4, $5::jsonb
     FROM due
     ORDER BY id
     ON CONFLICT (kind, dedupe_key) WHERE state IN ('queued', 'running') AND dedupe_key IS NOT NULL
@@ -79,11 +82,29 @@ pub struct CycleReport {
 
 /// Runs one cycle.
 ///
+/// Traced as `producer.cycle` (counts of enqueued and skipped jobs per kind) with one
+/// `job.enqueue` child per kind; the jobs carry the trace context of their `job.enqueue`.
+///
 /// # Errors
 ///
 /// If a statement fails; a kind already enqueued stays enqueued.
-#[tracing::instrument(name = "producer.cycle", skip_all, fields(enqueued.check, enqueued.refresh))]
+#[tracing::instrument(
+    name = "producer.cycle",
+    skip_all,
+    fields(enqueued.check, skipped.check, enqueued.refresh, skipped.refresh)
+)]
 pub async fn run_cycle(pool: &PgPool, settings: &Settings) -> Result<CycleReport, sqlx::Error> {
+    let result = cycle(pool, settings).await;
+    if let Err(error) = &result {
+        telemetry::set_error(
+            &tracing::Span::current(),
+            &linkpulse_shared::queue::backend::error_chain(error),
+        );
+    }
+    result
+}
+
+async fn cycle(pool: &PgPool, settings: &Settings) -> Result<CycleReport, sqlx::Error> {
     let mut report = CycleReport::default();
     if settings.check_enabled {
         report.check = enqueue_due(pool, LINK_ENQUEUE_DUE_CHECKS, CHECK, settings.check_after, settings).await?;
@@ -106,7 +127,9 @@ pub async fn run_cycle(pool: &PgPool, settings: &Settings) -> Result<CycleReport
     }
     let span = tracing::Span::current();
     span.record("enqueued.check", report.check.enqueued);
+    span.record("skipped.check", report.check.skipped);
     span.record("enqueued.refresh", report.refresh.enqueued);
+    span.record("skipped.refresh", report.refresh.skipped);
     tracing::info!(
         check.enqueued = report.check.enqueued,
         check.skipped = report.check.skipped,
@@ -117,6 +140,8 @@ pub async fn run_cycle(pool: &PgPool, settings: &Settings) -> Result<CycleReport
     Ok(report)
 }
 
+/// One kind's set-based enqueue, traced as `job.enqueue`.
+#[tracing::instrument(name = "job.enqueue", skip_all, fields(job.kind = kind, due, enqueued, skipped))]
 async fn enqueue_due(
     pool: &PgPool,
     statement: &'static str,
@@ -124,13 +149,25 @@ async fn enqueue_due(
     after: std::time::Duration,
     settings: &Settings,
 ) -> Result<KindCycle, sqlx::Error> {
-    let (due, enqueued): (i64, i64) = sqlx::query_as(statement)
+    let result: Result<(i64, i64), sqlx::Error> = sqlx::query_as(statement)
         .bind(after.as_secs_f64())
         .bind(settings.cycle_limit)
         .bind(kind)
         .bind(settings.queue.max_attempts)
+        .bind(telemetry::current_trace_context())
         .fetch_one(pool)
-        .await?;
+        .await;
+    let span = tracing::Span::current();
+    let (due, enqueued) = match result {
+        Ok(counts) => counts,
+        Err(error) => {
+            telemetry::set_error(&span, &linkpulse_shared::queue::backend::error_chain(&error));
+            return Err(error);
+        }
+    };
+    span.record("due", due);
+    span.record("enqueued", enqueued);
+    span.record("skipped", due - enqueued);
     Ok(KindCycle {
         enabled: true,
         due,

@@ -302,6 +302,9 @@ pub struct Settings {
     pub host_interval: Duration,
     /// `LINKPULSE_GITHUB_API_URL`.
     pub github_api_url: url::Url,
+    /// `LINKPULSE_JAEGER_URL` (unset by default): base URL of the Jaeger UI; when set, `links show`
+    /// and the dashboard print a link to a job's trace (`{base}/trace/{trace_id}`).
+    pub jaeger_url: Option<url::Url>,
     /// `GITHUB_TOKEN` (optional; raises GitHub's rate limit).
     pub github_token: Option<String>,
     /// `LINKPULSE_ADMIN_ADDR`: the producer's admin HTTP.
@@ -333,6 +336,7 @@ impl Settings {
             fetch: crate::fetch::FetchSettings::default(),
             host_interval: crate::politeness::DEFAULT_HOST_INTERVAL,
             github_api_url: url::Url::parse(DEFAULT_GITHUB_API_URL).expect("valid default URL"),
+            jaeger_url: None,
             github_token: None,
             admin_addr: DEFAULT_ADMIN_ADDR.parse().expect("valid default address"),
             worker_addr: DEFAULT_WORKER_ADDR.parse().expect("valid default address"),
@@ -372,9 +376,27 @@ impl Settings {
             .unwrap_or_default();
         s.host_interval = env.duration("LINKPULSE_HOST_INTERVAL", crate::politeness::DEFAULT_HOST_INTERVAL)?;
         s.github_api_url = env.parse("LINKPULSE_GITHUB_API_URL", s.github_api_url.clone())?;
+        s.jaeger_url = jaeger_url(env)?;
         s.github_token = env.optional("GITHUB_TOKEN");
         s.admin_addr = env.parse("LINKPULSE_ADMIN_ADDR", s.admin_addr)?;
         s.worker_addr = env.parse("LINKPULSE_WORKER_ADDR", s.worker_addr)?;
         Ok(s)
     }
+}
+
+/// `LINKPULSE_JAEGER_URL`, read alone: for output code that has no [`Settings`] at hand.
+///
+/// # Errors
+///
+/// [`ConfigError::Invalid`] when set but not a URL.
+pub fn jaeger_url<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Option<url::Url>, ConfigError> {
+    env.optional("LINKPULSE_JAEGER_URL")
+        .map(|value| {
+            url::Url::parse(value.trim()).map_err(|e| ConfigError::Invalid {
+                var: "LINKPULSE_JAEGER_URL",
+                reason: e.to_string(),
+                value,
+            })
+        })
+        .transpose()
 }

@@ -259,10 +259,39 @@ impl GithubClient {
     /// client does not follow redirects, and if it did, a redirect elsewhere would still be
     /// refused after the fact.
     ///
-    /// Instrumented with the repository only: the arguments are skipped so neither the client
-    /// (and its token) nor the ETag end up in spans.
-    #[tracing::instrument(skip_all, fields(github.repo = %format!("{}/{}", repo.owner, repo.repo)))]
+    /// Traced as a `github.api` client span with the repository, the final status and the
+    /// outcome (`found`, `not_modified`, `not_found`, `rate_limited`, or an error status): the
+    /// arguments are skipped so neither the client (and its token) nor the ETag end up in spans.
+    #[tracing::instrument(
+        name = "github.api",
+        skip_all,
+        fields(
+            otel.kind = "client",
+            github.repo = %format!("{}/{}", repo.owner, repo.repo),
+            http.response.status_code = tracing::field::Empty,
+            outcome.class = tracing::field::Empty,
+        )
+    )]
     pub async fn repo(&self, repo: &RepoRef, etag: Option<&str>) -> Result<RepoLookup, GithubError> {
+        let result = self.lookup(repo, etag).await;
+        let span = tracing::Span::current();
+        let class = match &result {
+            Ok(RepoLookup::Found { .. }) => "found",
+            Ok(RepoLookup::NotModified) => "not_modified",
+            Ok(RepoLookup::NotFound) => "not_found",
+            Ok(RepoLookup::RateLimited { .. }) => "rate_limited",
+            Err(GithubError::Transient(_)) => "transient",
+            Err(GithubError::Unexpected { .. }) => "unexpected",
+        };
+        span.record("outcome.class", class);
+        if let Err(error) = &result {
+            crate::telemetry::set_error(&span, &error.to_string());
+        }
+        result
+    }
+
+    /// [`GithubClient::repo`] without its span bookkeeping.
+    async fn lookup(&self, repo: &RepoRef, etag: Option<&str>) -> Result<RepoLookup, GithubError> {
         if !is_valid_name(&repo.owner) || !is_valid_name(&repo.repo) {
             return Err(GithubError::unexpected(0, "invalid repository owner or name"));
         }
@@ -304,6 +333,7 @@ impl GithubClient {
         };
 
         let status = response.status();
+        tracing::Span::current().record("http.response.status_code", i64::from(status.as_u16()));
         match status {
             StatusCode::OK => found(response, repo).await,
             StatusCode::NOT_MODIFIED => {

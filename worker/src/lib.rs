@@ -29,7 +29,9 @@ pub struct Cli {
 
 /// The whole program: parse, configure, run, map errors to exit codes.
 pub async fn main_entry() -> ExitCode {
-    linkpulse_shared::telemetry::init_logging();
+    // Held to the end: dropping it at any return (SIGTERM included, after the drain) flushes the
+    // last spans to the collector.
+    let _telemetry = linkpulse_shared::telemetry::init_telemetry("linkpulse-worker");
     let cli = Cli::parse();
     let settings = match Settings::from_env(&Env::new(|k| std::env::var(k).ok())) {
         Ok(s) => s,

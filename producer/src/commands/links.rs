@@ -262,9 +262,20 @@ fn print_link(link: &Link, json: bool, out: &mut dyn Write) -> Result<(), CliErr
         ("site name", opt(&link.site_name)),
         ("favicon", opt(&link.favicon_url)),
         ("image", opt(&link.image_url)),
+        ("trace", opt(&link.last_trace_id)),
     ];
     for (k, v) in lines {
         writeln!(out, "{k:>13}: {v}").map_err(io)?;
+    }
+    // Read here rather than passed in: `show` and `activate` have no settings. An invalid value
+    // was already refused when the settings were read at start.
+    let jaeger = linkpulse_shared::config::jaeger_url(&linkpulse_shared::config::Env::new(|k| std::env::var(k).ok()))
+        .ok()
+        .flatten();
+    if let (Some(base), Some(trace_id)) = (jaeger, &link.last_trace_id)
+        && let Some(trace_url) = linkpulse_shared::telemetry::jaeger_trace_url(&base, trace_id)
+    {
+        writeln!(out, "{:>13}: {trace_url}", "jaeger").map_err(io)?;
     }
     if let Some(gh) = &link.github {
         writeln!(

@@ -61,6 +61,10 @@ pub struct Link {
     pub last_checked_at: Option<DateTime<Utc>>,
     /// Last refresh.
     pub refreshed_at: Option<DateTime<Utc>>,
+    /// Trace id (32 hex digits) of the job that wrote the latest check or refresh result: its
+    /// trace in Jaeger holds the producer's cycle, the queue wait, the attempts and their
+    /// requests.
+    pub last_trace_id: Option<String>,
     /// Saved at.
     pub created_at: DateTime<Utc>,
     /// Last write.
@@ -90,6 +94,7 @@ struct LinkRow {
     last_error: Option<String>,
     last_checked_at: Option<DateTime<Utc>>,
     refreshed_at: Option<DateTime<Utc>>,
+    last_trace_id: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -124,6 +129,7 @@ impl From<LinkRow> for Link {
             last_error: r.last_error,
             last_checked_at: r.last_checked_at,
             refreshed_at: r.refreshed_at,
+            last_trace_id: r.last_trace_id,
             created_at: r.created_at,
             updated_at: r.updated_at,
         }
@@ -133,7 +139,7 @@ impl From<LinkRow> for Link {
 const LINK_COLUMNS: &str = "id, url, host, status, title, description, favicon_url, image_url, site_name, \
     github_owner, github_repo, github_stars, github_description, github_archived, github_pushed_at, \
     consecutive_failures, last_status_code, last_outcome, last_error, last_checked_at, refreshed_at, \
-    created_at, updated_at";
+    last_trace_id, created_at, updated_at";
 
 /// Inserts links; returns the URLs that were new (the others were already saved).
 ///
@@ -259,9 +265,24 @@ pub struct CheckRecord {
 /// a counted failure increments them and at `threshold` makes the link `inaccessible`; a
 /// blocked result changes neither.
 ///
+/// Traced as `db.write_back`; the current trace id (the job's) is stored as `last_trace_id`, so
+/// `links show` can point at the trace that produced this result.
+///
 /// # Errors
 ///
 /// If the statement fails.
+#[tracing::instrument(
+    name = "db.write_back",
+    skip_all,
+    fields(
+        db.system.name = "postgresql",
+        db.operation.name = "link_record_check",
+        link.id = link_id,
+        job.id = job_id,
+        outcome = record.outcome,
+        applied = tracing::field::Empty,
+    )
+)]
 pub async fn record_check(
     pool: &PgPool,
     link_id: i64,
@@ -284,6 +305,7 @@ pub async fn record_check(
              last_status_code = $4,
              last_error = $5,
              consecutive_failures = next.failures,
+             last_trace_id = $8,
              status = CASE WHEN l.status = 'archived' THEN 'archived'
                            WHEN $3 = 'ok' AND l.status = 'inaccessible' THEN 'active'
                            WHEN next.failures >= $7 THEN 'inaccessible'
@@ -299,9 +321,27 @@ pub async fn record_check(
     .bind(record.error.as_deref())
     .bind(record.counts_as_failure)
     .bind(threshold)
+    .bind(crate::telemetry::current_trace_id())
     .execute(pool)
-    .await?;
-    Ok(result.rows_affected() == 1)
+    .await;
+    written(result)
+}
+
+/// Records on the `db.write_back` span whether the row changed (`false`: a replay of a job
+/// already written) or why the statement failed.
+fn written(result: Result<sqlx::postgres::PgQueryResult, sqlx::Error>) -> Result<bool, sqlx::Error> {
+    let span = tracing::Span::current();
+    match result {
+        Ok(done) => {
+            let applied = done.rows_affected() == 1;
+            span.record("applied", applied);
+            Ok(applied)
+        }
+        Err(error) => {
+            crate::telemetry::set_error(&span, &crate::queue::backend::error_chain(&error));
+            Err(error)
+        }
+    }
 }
 
 /// What a refresh learned; `None` fields leave the stored value alone (fill-only: a page that
@@ -351,11 +391,23 @@ pub struct GithubRecord {
 
 /// `link_record_refresh`: fill-only write of a refresh; idempotent per job like
 /// [`record_check`]. GitHub `archived` makes the link `archived`; a missing repository makes it
-/// `repo_unavailable`; a repository found again restores `active`.
+/// `repo_unavailable`; a repository found again restores `active`. Traced as `db.write_back`,
+/// storing the job's trace id like [`record_check`].
 ///
 /// # Errors
 ///
 /// If the statement fails.
+#[tracing::instrument(
+    name = "db.write_back",
+    skip_all,
+    fields(
+        db.system.name = "postgresql",
+        db.operation.name = "link_record_refresh",
+        link.id = link_id,
+        job.id = job_id,
+        applied = tracing::field::Empty,
+    )
+)]
 pub async fn record_refresh(pool: &PgPool, link_id: i64, job_id: i64, r: &RefreshRecord) -> Result<bool, sqlx::Error> {
     let gh = r.github.as_ref();
     let result = sqlx::query(
@@ -381,6 +433,7 @@ pub async fn record_refresh(pool: &PgPool, link_id: i64, job_id: i64, r: &Refres
              last_error = CASE WHEN $18::text IS NOT NULL THEN $18 ELSE last_error END,
              refreshed_at = now(),
              last_refresh_job_id = $2,
+             last_trace_id = $19,
              updated_at = now()
          WHERE id = $1 AND last_refresh_job_id IS DISTINCT FROM $2",
     )
@@ -402,9 +455,10 @@ pub async fn record_refresh(pool: &PgPool, link_id: i64, job_id: i64, r: &Refres
     .bind(gh.and_then(|g| g.etag.as_deref()))
     .bind(r.repo_missing)
     .bind(r.error.as_deref())
+    .bind(crate::telemetry::current_trace_id())
     .execute(pool)
-    .await?;
-    Ok(result.rows_affected() == 1)
+    .await;
+    written(result)
 }
 
 /// Conditional-request state of a link (ETag, Last-Modified, GitHub ETag and repo).

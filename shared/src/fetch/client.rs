@@ -4,8 +4,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use opentelemetry::KeyValue;
 use reqwest::header::{HeaderMap, HeaderValue, LOCATION};
 use reqwest::{Method, StatusCode};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use url::Url;
 
 use super::guard::{GuardPolicy, GuardedResolver, Refused};
@@ -156,16 +158,36 @@ impl Fetcher {
     /// Sends `request`, following up to [`MAX_REDIRECTS`] redirects, validating every hop, all
     /// within the total deadline.
     ///
+    /// Traced as one `http.fetch` client span per request (redirects included): method, host,
+    /// final status, redirects followed, body bytes read and the outcome class, with an
+    /// `http.redirect` event per hop. 4xx, 5xx and failures set an error status. Hosts only, never
+    /// whole URLs: paths and query strings of saved links can hold tokens.
+    ///
     /// # Errors
     ///
     /// A [`FetchError`] when no final response arrived.
-    #[tracing::instrument(name = "http.fetch", skip_all, fields(http.method = %request.method, url.host = request.url.host_str().unwrap_or_default()))]
+    #[tracing::instrument(
+        name = "http.fetch",
+        skip_all,
+        fields(
+            otel.kind = "client",
+            http.request.method = %request.method,
+            url.host = request.url.host_str().unwrap_or_default(),
+            http.response.status_code = tracing::field::Empty,
+            http.redirects = 0,
+            http.response.body.size = tracing::field::Empty,
+            outcome.class = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        )
+    )]
     pub async fn fetch(&self, request: FetchRequest) -> Result<FetchResponse, FetchError> {
         let deadline = self.settings.timeout;
-        match tokio::time::timeout(deadline, self.fetch_hops(request)).await {
+        let result = match tokio::time::timeout(deadline, self.fetch_hops(request)).await {
             Ok(result) => result,
             Err(_) => Err(FetchError::Timeout(deadline)),
-        }
+        };
+        record_fetch(&tracing::Span::current(), &result);
+        result
     }
 
     async fn fetch_hops(&self, request: FetchRequest) -> Result<FetchResponse, FetchError> {
@@ -188,7 +210,7 @@ impl Fetcher {
                 if visited.contains(target.as_str()) {
                     return Err(FetchError::RedirectLoop(target.to_string()));
                 }
-                tracing::debug!(hop = hop + 1, status = status.as_u16(), to = %target, "following redirect");
+                redirected(hop + 1, status, &target);
                 if status == StatusCode::SEE_OTHER && method != Method::HEAD {
                     method = Method::GET;
                 }
@@ -212,6 +234,77 @@ impl Fetcher {
             });
         }
         Err(FetchError::TooManyRedirects(MAX_REDIRECTS))
+    }
+}
+
+/// One redirect hop: counted on the `http.fetch` span and drawn as an `http.redirect` event (its
+/// status and the next host; the target's path and query stay out of the trace and the logs).
+fn redirected(hop: u32, status: StatusCode, target: &Url) {
+    let span = tracing::Span::current();
+    let host = target.host_str().unwrap_or_default().to_owned();
+    span.record("http.redirects", i64::from(hop));
+    span.add_event(
+        "http.redirect",
+        vec![
+            KeyValue::new("http.redirect.hop", i64::from(hop)),
+            KeyValue::new("http.response.status_code", i64::from(status.as_u16())),
+            KeyValue::new("url.host", host.clone()),
+        ],
+    );
+    tracing::debug!(hop, status = status.as_u16(), to.host = %host, "following redirect");
+}
+
+/// Status, bytes and outcome class of a finished fetch on its span; an error status for
+/// responses ≥ 400 (OpenTelemetry's rule for HTTP client spans) and for failures.
+fn record_fetch(span: &tracing::Span, result: &Result<FetchResponse, FetchError>) {
+    match result {
+        Ok(response) => {
+            let code = response.status.as_u16();
+            // Signed: the OpenTelemetry layer turns unsigned values into strings.
+            span.record("http.response.status_code", i64::from(code));
+            span.record("http.redirects", i64::from(response.redirects));
+            span.record(
+                "http.response.body.size",
+                i64::try_from(response.body.len()).unwrap_or(i64::MAX),
+            );
+            let class = match code {
+                304 => "not_modified",
+                100..=199 => "informational",
+                200..=299 => "success",
+                300..=399 => "redirect",
+                400..=499 => "client_error",
+                _ => "server_error",
+            };
+            span.record("outcome.class", class);
+            if code >= 400 {
+                span.record("error.type", code.to_string().as_str());
+                crate::telemetry::set_error(span, &format!("HTTP {}", response.status));
+            }
+        }
+        Err(error) => {
+            let class = error.class();
+            span.record("outcome.class", class);
+            span.record("error.type", class);
+            crate::telemetry::set_error(span, &error.to_string());
+        }
+    }
+}
+
+impl FetchError {
+    /// A stable name for the kind of failure (the `outcome.class` of an `http.fetch` span).
+    pub fn class(&self) -> &'static str {
+        match self {
+            Self::Refused(_) => "refused",
+            Self::NoSuchHost(_) => "no_such_host",
+            Self::Timeout(_) => "timeout",
+            Self::Connect(_) => "connect",
+            Self::Tls(_) => "tls",
+            Self::TooManyRedirects(_) => "too_many_redirects",
+            Self::RedirectLoop(_) => "redirect_loop",
+            Self::InvalidRedirect(_) => "invalid_redirect",
+            Self::Local(_) => "local",
+            Self::Other(_) => "other",
+        }
     }
 }
 

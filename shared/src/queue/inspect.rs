@@ -97,6 +97,9 @@ pub struct JobSummary {
     pub last_error: Option<String>,
     /// Arguments.
     pub payload: serde_json::Value,
+    /// Trace id of the enqueuer's span (from the stored `traceparent`): the job's attempts are in
+    /// this trace.
+    pub trace_id: Option<String>,
 }
 
 /// Filter for [`list`] and [`requeue`].
@@ -121,7 +124,9 @@ pub async fn list(pool: &PgPool, filter: &JobFilter, limit: i64) -> Result<Vec<J
     let jobs = sqlx::query_as::<_, JobSummary>(
         r#"
         SELECT id, kind, state, dedupe_key, group_key, attempts, max_attempts, run_at, created_at,
-               started_at, finished_at, errors -> -1 ->> 'error' AS last_error, payload
+               started_at, finished_at, errors -> -1 ->> 'error' AS last_error, payload,
+               -- traceparent = version-traceid-parentid-flags
+               nullif(split_part(trace_context ->> 'traceparent', '-', 2), '') AS trace_id
         FROM queue_jobs
         WHERE ($1::text IS NULL OR state = $1)
           AND ($2::text IS NULL OR kind = $2)

@@ -12,11 +12,13 @@ use super::{AppState, db_error, polite};
 /// Checks one link. Transient failures are retried through the queue's persisted backoff; only
 /// when the last attempt also fails does the check count as one failure.
 ///
+/// Runs inside the attempt's `job.run` span (no span of its own: [`super::run_link_job`] already
+/// carries the job's fields) and records the `verdict` on it.
+///
 /// # Errors
 ///
 /// [`JobError::Retry`] for a transient failure with attempts left or a failed write-back;
 /// [`JobError::Fail`] for a stored URL that no longer parses.
-#[tracing::instrument(name = "job.check", skip_all, fields(link.id = job.link_id, job.id = lease.job_id, job.attempt = lease.attempt, verdict))]
 pub async fn check_link(state: &AppState, job: &CheckLink, lease: &JobLease) -> Result<(), JobError> {
     let url = Url::parse(&job.url).map_err(|e| JobError::Fail(format!("stored URL {:?} is invalid: {e}", job.url)))?;
     let host = url.host_str().unwrap_or_default().to_owned();

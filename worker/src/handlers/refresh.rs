@@ -18,11 +18,13 @@ use super::{AppState, db_error, polite};
 
 /// Refreshes one link's metadata.
 ///
+/// Runs inside the attempt's `job.run` span; its children are the page's `http.fetch`, the
+/// `github.api` lookup and the `db.write_back`.
+///
 /// # Errors
 ///
 /// [`JobError::Retry`] for transient failures with attempts left; [`JobError::Snooze`] when the
 /// GitHub API rate-limits us (not the link's fault, no attempt spent).
-#[tracing::instrument(name = "job.refresh", skip_all, fields(link.id = job.link_id, job.id = lease.job_id, job.attempt = lease.attempt))]
 pub async fn refresh_link(state: &AppState, job: &RefreshLink, lease: &JobLease) -> Result<(), JobError> {
     let url = Url::parse(&job.url).map_err(|e| JobError::Fail(format!("stored URL {:?} is invalid: {e}", job.url)))?;
     let Some(cache) = links::cache_state(&state.pool, job.link_id)
