@@ -90,6 +90,8 @@ struct Inner {
     acks: mpsc::UnboundedSender<Completion>,
     tracker: TaskTracker,
     maintenance_tracker: TaskTracker,
+    /// Set once the shutdown sequence has completed.
+    shut_down: tokio::sync::OnceCell<()>,
 }
 
 /// Handle to a running engine; cheap to clone.
@@ -134,6 +136,7 @@ impl Engine {
             acks,
             tracker: TaskTracker::new(),
             maintenance_tracker: TaskTracker::new(),
+            shut_down: tokio::sync::OnceCell::new(),
         });
         inner.tracker.spawn(listen(inner.clone()));
         inner.tracker.spawn(fetch(inner.clone()));
@@ -205,9 +208,16 @@ impl Engine {
 
     /// Finishes the shutdown once no handler is running: flushes completions, releases any lease
     /// still held (a drain that ran out of grace), stops the heartbeat and deregisters.
+    /// Called by the backend's `poll_close` and by [`crate::shutdown::run_until_drained`]; the
+    /// second caller waits for the first one's shutdown instead of repeating it.
     pub async fn shutdown(&self) {
-        self.begin_drain().await;
-        let inner = &self.inner;
+        let inner = self.inner.clone();
+        self.inner.shut_down.get_or_init(|| Self::shutdown_once(inner)).await;
+    }
+
+    async fn shutdown_once(inner: Arc<Inner>) {
+        Engine { inner: inner.clone() }.begin_drain().await;
+        let inner = &inner;
         inner.stop_acker.cancel();
         inner.tracker.wait().await;
         match ack::release_all(&inner.pool, inner.id).await {
