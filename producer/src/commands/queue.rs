@@ -68,20 +68,21 @@ pub async fn list(
     }
     writeln!(
         out,
-        "{:>10}  {:<8} {:<8} {:>8}  {:<25}  LAST ERROR",
-        "ID", "KIND", "STATE", "ATTEMPTS", "RUN AT"
+        "{:>10}  {:<8} {:<8} {:>8}  {:<25}  {:<32}  LAST ERROR",
+        "ID", "KIND", "STATE", "ATTEMPTS", "RUN AT", "TRACE"
     )
     .map_err(io)?;
     for j in &jobs {
         writeln!(
             out,
-            "{:>10}  {:<8} {:<8} {:>5}/{:<2}  {:<25}  {}",
+            "{:>10}  {:<8} {:<8} {:>5}/{:<2}  {:<25}  {:<32}  {}",
             j.id,
             j.kind,
             j.state,
             j.attempts,
             j.max_attempts,
             j.run_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            j.trace_id.as_deref().unwrap_or("-"),
             j.last_error.as_deref().unwrap_or("")
         )
         .map_err(io)?;
