@@ -3,11 +3,13 @@
 //!
 //! # Layout
 //!
+//! - [`admin`]: the admin HTTP server (probes, metrics, API, dashboard).
 //! - [`cli`]: the command-line contract (clap) and the exit-code rules.
 //! - [`commands`]: one module per command group (`links`, `queue`).
 //! - [`cycle`]: the set-based enqueue of due jobs.
 //! - [`run`]: `producer run` — the cycle loop with its leader lock.
 
+pub mod admin;
 pub mod cli;
 pub mod commands;
 pub mod cycle;

@@ -1,5 +1,7 @@
-//! `producer run`: a cycle at start, then one per interval, by one leader among the replicas.
+//! `producer run`: a cycle at start, then one per interval, by one leader among the replicas; the
+//! admin HTTP server on every replica.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -7,6 +9,7 @@ use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 
 use linkpulse_shared::config::Settings;
+use linkpulse_shared::metrics::{CYCLES_TOTAL, PRODUCER_LEADER};
 
 /// Advisory lock key held by the cycling producer ("lpcycle").
 pub const LEADER_LOCK_KEY: i64 = 0x006c_7063_7963_6c65;
@@ -60,9 +63,15 @@ impl Leader {
 ///
 /// If the database pool cannot be created.
 pub async fn run(settings: Settings, stop: CancellationToken) -> anyhow::Result<()> {
-    let pool = linkpulse_shared::db::connect(&settings.database_url, 4)
+    // One connection more than the cycle needs, for the admin server's probes and queries.
+    let pool = linkpulse_shared::db::connect(&settings.database_url, 5)
         .await
         .context("failed to connect to the database")?;
+    // Every replica serves the admin API, leader or not: a Service may route to any of them.
+    let admin = crate::admin::serve(pool.clone(), Arc::new(settings.clone()), stop.clone())
+        .await
+        .context("failed to start the admin server")?;
+    tracing::info!(addr = %admin, "admin server listening");
     let mut leader = Leader::default();
     let mut ticker = tokio::time::interval(settings.cycle_interval.max(Duration::from_millis(100)));
     // A cycle that overruns its interval is not started twice: missed ticks are dropped.
@@ -72,13 +81,18 @@ pub async fn run(settings: Settings, stop: CancellationToken) -> anyhow::Result<
             () = stop.cancelled() => break,
             _ = ticker.tick() => {}
         }
-        if !leader.ensure(&settings.database_url).await {
+        let leading = leader.ensure(&settings.database_url).await;
+        metrics::gauge!(PRODUCER_LEADER).set(if leading { 1.0 } else { 0.0 });
+        if !leading {
             tracing::debug!("not the leader; skipping this cycle");
             continue;
         }
         let started = tokio::time::Instant::now();
-        if let Err(error) = crate::cycle::run_cycle(&pool, &settings).await {
-            tracing::error!(error = %linkpulse_shared::queue::backend::error_chain(&error), "cycle failed");
+        match crate::cycle::run_cycle(&pool, &settings).await {
+            Ok(_) => metrics::counter!(CYCLES_TOTAL).increment(1),
+            Err(error) => {
+                tracing::error!(error = %linkpulse_shared::queue::backend::error_chain(&error), "cycle failed");
+            }
         }
         let took = started.elapsed();
         if took > settings.cycle_interval {

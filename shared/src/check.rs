@@ -62,13 +62,13 @@ pub struct CheckResult {
 pub async fn check_url(fetcher: &Fetcher, pacer: &HostPacer, url: &Url) -> CheckResult {
     let host = url.host_str().unwrap_or_default();
     pacer.wait(host).await;
-    let head = fetcher.fetch(request(Method::HEAD, url)).await;
+    let head = crate::metrics::timed_fetch(fetcher.fetch(request(Method::HEAD, url))).await;
     let first = classify(&head);
     if first.verdict == Verdict::Ok {
         return first;
     }
     pacer.wait(host).await;
-    let get = fetcher.fetch(request(Method::GET, url)).await;
+    let get = crate::metrics::timed_fetch(fetcher.fetch(request(Method::GET, url))).await;
     classify(&get)
 }
 

@@ -311,6 +311,32 @@ pub struct Settings {
     pub admin_addr: std::net::SocketAddr,
     /// `LINKPULSE_WORKER_ADDR`: the worker's health and metrics HTTP.
     pub worker_addr: std::net::SocketAddr,
+    /// `LINKPULSE_ADMIN_TOKEN` (unset by default): bearer token of the producer's mutating admin
+    /// calls. Unset means those calls are refused (403): an admin API open to anyone who can
+    /// reach the port is worse than none.
+    pub admin_token: Option<AdminToken>,
+}
+
+/// A secret that must not reach logs: `Settings` is `Debug`, and settings get logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// Wraps a token.
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// The token itself, for comparison only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
 }
 
 impl Settings {
@@ -340,6 +366,7 @@ impl Settings {
             github_token: None,
             admin_addr: DEFAULT_ADMIN_ADDR.parse().expect("valid default address"),
             worker_addr: DEFAULT_WORKER_ADDR.parse().expect("valid default address"),
+            admin_token: None,
         }
     }
 
@@ -380,6 +407,7 @@ impl Settings {
         s.github_token = env.optional("GITHUB_TOKEN");
         s.admin_addr = env.parse("LINKPULSE_ADMIN_ADDR", s.admin_addr)?;
         s.worker_addr = env.parse("LINKPULSE_WORKER_ADDR", s.worker_addr)?;
+        s.admin_token = env.optional("LINKPULSE_ADMIN_TOKEN").map(AdminToken::new);
         Ok(s)
     }
 }
@@ -399,4 +427,21 @@ pub fn jaeger_url<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Option<
             })
         })
         .transpose()
+}
+
+#[cfg(test)]
+mod admin_token_tests {
+    use super::*;
+
+    #[test]
+    fn admin_token_is_read_but_never_printed() {
+        let env = Env::new(|k| match k {
+            "DATABASE_URL" => Some("postgres://x/y".to_owned()),
+            "LINKPULSE_ADMIN_TOKEN" => Some("hunter2".to_owned()),
+            _ => None,
+        });
+        let settings = Settings::from_env(&env).expect("settings");
+        assert_eq!(settings.admin_token.as_ref().map(AdminToken::expose), Some("hunter2"));
+        assert!(!format!("{settings:?}").contains("hunter2"));
+    }
 }

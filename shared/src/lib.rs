@@ -9,6 +9,7 @@
 //! - [`jobs`]: the `check` and `refresh` job kinds.
 //! - [`fetch`]: guarded HTTP fetching (SSRF guard, manual redirects, capped bodies).
 //! - [`check`]: a check's verdict (ok, dead, transient, blocked).
+//! - [`metrics`]: metric names, the process-wide Prometheus recorder, the job/fetch recorders.
 //! - [`metadata`]: title, description, image, favicon and site name from a page.
 //! - [`github`]: the GitHub API client for repository links.
 //! - [`politeness`]: per-host pacing and pool-wide cool-downs.
@@ -24,6 +25,7 @@ pub mod github;
 pub mod jobs;
 pub mod link_url;
 pub mod metadata;
+pub mod metrics;
 pub mod politeness;
 pub mod queue;
 pub mod shutdown;

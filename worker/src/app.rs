@@ -29,6 +29,8 @@ fn job_timeout(settings: &Settings) -> Duration {
 /// If the database, the HTTP client or the health server cannot be set up.
 pub async fn run(settings: Settings, concurrency: usize, stop: CancellationToken) -> anyhow::Result<Drained> {
     let concurrency = concurrency.max(1);
+    // Before the first job: the ack layer records into whatever recorder is installed then.
+    linkpulse_shared::metrics::install();
     // Handlers, the engine's claim/ack/heartbeat and the health check each need a connection.
     let max_connections = u32::try_from(concurrency + 6).unwrap_or(u32::MAX);
     let pool = linkpulse_shared::db::connect(&settings.database_url, max_connections)

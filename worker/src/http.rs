@@ -1,5 +1,6 @@
 //! The worker's small HTTP server: `/livez` (the process answers) and `/readyz` (the database
-//! answers and the worker is not draining), for Kubernetes probes.
+//! answers and the worker is not draining), for Kubernetes probes; `/metrics` (job counters and
+//! durations recorded by the queue's ack layer, fetch durations) for Prometheus.
 
 use std::net::SocketAddr;
 
@@ -7,7 +8,10 @@ use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
 use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -15,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 struct Health {
     pool: PgPool,
     stop: CancellationToken,
+    metrics: PrometheusHandle,
 }
 
 /// Binds `addr` and serves until `stop`; returns the bound address (port 0 picks one).
@@ -30,9 +35,11 @@ pub async fn serve(addr: SocketAddr, pool: PgPool, stop: CancellationToken) -> a
     let app = Router::new()
         .route("/livez", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(render_metrics))
         .with_state(Health {
             pool,
             stop: stop.clone(),
+            metrics: linkpulse_shared::metrics::install(),
         });
     tokio::spawn(async move {
         let server = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
@@ -51,4 +58,8 @@ async fn ready(State(health): State<Health>) -> (StatusCode, &'static str) {
         Ok(_) => (StatusCode::OK, "ready"),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable"),
     }
+}
+
+async fn render_metrics(State(health): State<Health>) -> impl IntoResponse {
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], health.metrics.render())
 }

@@ -221,9 +221,13 @@ where
     fn call(&mut self, task: Task<Args>) -> Self::Future {
         let lease = task.ctx().data().get::<JobLease>().cloned();
         let engine = self.engine.clone();
+        // Measured from here, the one place that sees every attempt and its outcome.
+        let started = std::time::Instant::now();
+        let in_flight = crate::metrics::InFlight::start();
         // A panic while building the future is caught like one while running it.
         let call = std::panic::catch_unwind(AssertUnwindSafe(|| self.inner.call(task)));
         async move {
+            let _in_flight = in_flight;
             let result = match call {
                 Ok(future) => AssertUnwindSafe(future).catch_unwind().await,
                 Err(panic) => Err(panic),
@@ -240,12 +244,27 @@ where
                 }
             };
             match lease {
-                Some(lease) => engine.complete(Completion { lease, outcome }),
+                Some(lease) => {
+                    crate::metrics::record_job(&lease.kind, outcome_label(&outcome, &lease), started.elapsed());
+                    engine.complete(Completion { lease, outcome })
+                }
                 None => tracing::error!("task without a lease reached the ack layer"),
             }
             result
         }
         .boxed()
+    }
+}
+
+/// The metrics' name for what an attempt's outcome does to the job: a retry of the last allowed
+/// attempt fails the job, so it is counted as `fail`.
+fn outcome_label(outcome: &Outcome, lease: &JobLease) -> &'static str {
+    match outcome {
+        Outcome::Done => "done",
+        Outcome::Retry { .. } | Outcome::RetryAfter { .. } if lease.is_last_attempt() => "fail",
+        Outcome::Retry { .. } | Outcome::RetryAfter { .. } => "retry",
+        Outcome::Snooze { .. } => "snooze",
+        Outcome::Fail { .. } => "fail",
     }
 }
 

@@ -1,5 +1,6 @@
 //! Integration tests: one binary, one module per area, a fresh database per test.
 
+mod admin;
 mod app;
 mod checks;
 mod deploy;

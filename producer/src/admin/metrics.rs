@@ -1,0 +1,65 @@
+//! `/metrics`: the queue and link gauges are read from the database when Prometheus scrapes, so
+//! every replica reports the same current numbers without a background task, and a replica that
+//! cannot reach the database keeps serving its last values (and says so in its log).
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::IntoResponse;
+use sqlx::PgPool;
+
+use linkpulse_shared::jobs::KINDS;
+use linkpulse_shared::metrics::{LINKS, QUEUE_JOBS, QUEUE_OLDEST_QUEUED_AGE};
+use linkpulse_shared::queue::inspect;
+
+use super::AdminState;
+
+/// Link statuses always reported (zero when no link has one), so alerts see a stable series set.
+const STATUSES: [&str; 4] = ["active", "inaccessible", "repo_unavailable", "archived"];
+
+/// Serialises refresh-and-render: the gauges are process-wide, so two concurrent scrapes (two
+/// Prometheus replicas, or two admin servers in one test process) could otherwise render a mix of
+/// two refreshes.
+static SCRAPE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// `GET /metrics` in the Prometheus text format.
+pub async fn render(State(state): State<AdminState>) -> impl IntoResponse {
+    let _scrape = SCRAPE.lock().await;
+    if let Err(error) = refresh(&state.pool).await {
+        tracing::warn!(
+            error = format!("{error:#}"),
+            "cannot refresh queue metrics; serving the last values"
+        );
+    }
+    ([(CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+}
+
+/// Sets the queue-depth, oldest-age and link-status gauges from the database.
+///
+/// # Errors
+///
+/// If a query fails; gauges already set keep their new values.
+pub async fn refresh(pool: &PgPool) -> anyhow::Result<()> {
+    let stats = inspect::stats(pool, &KINDS).await?;
+    for (kind, s) in &stats.kinds {
+        for (state, n) in [
+            ("queued", s.queued),
+            ("running", s.running),
+            ("done", s.done),
+            ("failed", s.failed),
+        ] {
+            #[allow(clippy::cast_precision_loss)]
+            metrics::gauge!(QUEUE_JOBS, "kind" => kind.clone(), "state" => state).set(n as f64);
+        }
+        metrics::gauge!(QUEUE_OLDEST_QUEUED_AGE, "kind" => kind.clone())
+            .set(s.oldest_queued_age_seconds.unwrap_or(0.0));
+    }
+    let counts: Vec<(String, i64)> = sqlx::query_as("SELECT status, count(*) FROM links GROUP BY status")
+        .fetch_all(pool)
+        .await?;
+    for status in STATUSES {
+        let n = counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
+        #[allow(clippy::cast_precision_loss)]
+        metrics::gauge!(LINKS, "status" => status).set(n as f64);
+    }
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! The producer's admin HTTP: probes, Prometheus metrics, the operator API and the dashboard.
+//!
+//! Served by `producer run` on every replica, leader or not, so any replica behind a Service can
+//! answer; only mutating calls need the admin token (see [`auth`]).
+//!
+//! # Layout
+//!
+//! - [`api`]: `/api/…`, the same library calls and JSON as the CLI's `--json` output.
+//! - [`auth`]: the bearer-token check of mutating calls.
+//! - [`dashboard`]: the server-rendered page at `/` and its forms.
+//! - [`metrics`]: gauges refreshed from the database at scrape time, rendered at `/metrics`.
+
+pub mod api;
+pub mod auth;
+pub mod dashboard;
+pub mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use linkpulse_shared::config::Settings;
+
+/// What every handler shares. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AdminState {
+    /// The producer's pool.
+    pub pool: PgPool,
+    /// Settings (cycle parameters, the admin token).
+    pub settings: Arc<Settings>,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+}
+
+/// An admin call's failure, rendered as `{"error": "..."}` with its status.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// Malformed input: 400.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such link: 404.
+    #[error("{0}")]
+    NotFound(String),
+    /// Missing or wrong token: 401.
+    #[error("missing or invalid admin token")]
+    Unauthorized,
+    /// No token configured, so no mutation is allowed: 403.
+    #[error("mutating admin calls are disabled: LINKPULSE_ADMIN_TOKEN is not set")]
+    Forbidden,
+    /// Our side failed (database): 500. The cause is logged, not sent.
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Internal(anyhow::Error::new(e).context("database error"))
+    }
+}
+
+impl From<linkpulse_shared::queue::QueueError> for ApiError {
+    fn from(e: linkpulse_shared::queue::QueueError) -> Self {
+        Self::Internal(anyhow::Error::new(e))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let Self::Internal(error) = &self {
+            tracing::error!(error = format!("{error:#}"), "admin call failed");
+        }
+        let status = self.status();
+        let mut response = (status, Json(serde_json::json!({ "error": self.to_string() }))).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+/// The whole admin router (tests mount it directly).
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics::render))
+        .route("/api/queue/stats", get(api::queue_stats))
+        .route("/api/jobs", get(api::jobs))
+        .route("/api/links", get(api::links))
+        .route("/api/queue/requeue", post(api::requeue))
+        .route("/api/links/{id}/activate", post(api::activate))
+        .route("/api/cycle", post(api::cycle))
+        .merge(dashboard::routes())
+        .with_state(state)
+}
+
+/// Binds `settings.admin_addr` and serves until `stop`; returns the bound address (port 0 picks
+/// one). Installs the process's metrics recorder if nobody did yet.
+///
+/// # Errors
+///
+/// If the address cannot be bound.
+pub async fn serve(pool: PgPool, settings: Arc<Settings>, stop: CancellationToken) -> anyhow::Result<SocketAddr> {
+    let addr = settings.admin_addr;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let bound = listener.local_addr().context("no local address")?;
+    let app = router(AdminState {
+        pool,
+        settings,
+        metrics: linkpulse_shared::metrics::install(),
+    });
+    tokio::spawn(async move {
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+        if let Err(error) = server.await {
+            tracing::error!(%error, "admin server failed");
+        }
+    });
+    Ok(bound)
+}
+
+async fn ready(State(state): State<AdminState>) -> (StatusCode, &'static str) {
+    match sqlx::query("SELECT 1").execute(&state.pool).await {
+        Ok(_) => (StatusCode::OK, "ready"),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable"),
+    }
+}
