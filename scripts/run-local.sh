@@ -36,7 +36,8 @@ cleanup() {
   kill -TERM "${pids[@]}" 2>/dev/null || true
   wait "${pids[@]}" 2>/dev/null || true
 }
-trap cleanup EXIT INT TERM
+trap 'cleanup; exit 130' INT TERM
+trap cleanup EXIT
 
 python3 -m http.server 8765 --bind 127.0.0.1 --directory demo/site >/dev/null 2>&1 &
 pids+=($!)
@@ -49,6 +50,9 @@ done
 
 echo "running: producer + $workers workers. In another shell:" >&2
 echo "  $bin/producer links list      $bin/producer queue stats" >&2
-while sleep 15; do
+# `sleep & wait` rather than a foreground sleep, so Ctrl-C / SIGTERM runs the cleanup at once.
+while true; do
+  sleep 15 &
+  wait $! || break
   "$bin/producer" links list || true
 done
