@@ -3,6 +3,7 @@
 mod admin;
 mod app;
 mod checks;
+mod dashboard;
 mod deploy;
 mod helpers;
 mod otlp_receiver;
