@@ -15,15 +15,22 @@ use linkpulse_shared::jobs::{CHECK, REFRESH};
 use linkpulse_shared::queue::NOTIFY_CHANNEL;
 use linkpulse_shared::telemetry;
 
-/// `link_enqueue_due_checks`: due = never checked, or checked before `now() - $1`. Ordered by
-/// the expression of `links_check_due_idx`, so the scan reads only the first `$2` due rows. `$5`
-/// is the W3C trace context of the `job.enqueue` span, the same for every job of the statement:
-/// each job's `job.run` span becomes its child, in the cycle's trace.
-const LINK_ENQUEUE_DUE_CHECKS: &str = r#"
-WITH due AS (
+/// The enqueue statement for links whose `$column` is older than `now() - $1` (or null: never
+/// done). Ordered by the expression of the column's `links_*_due_idx`, so the scan reads only the
+/// first `$2` due rows; inserted in id order so concurrent cycles wait on each other's keys in one
+/// order. `$5` is the W3C trace context of the `job.enqueue` span, the same for every job of the
+/// statement: each job's `job.run` span becomes its child, in the cycle's trace.
+macro_rules! link_enqueue_due {
+    ($column:literal) => {
+        concat!(
+            "WITH due AS (
     SELECT id, url, host FROM links
-    WHERE coalesce(last_checked_at, '-infinity'::timestamptz) <= now() - make_interval(secs => $1)
-    ORDER BY coalesce(last_checked_at, '-infinity'::timestamptz), id
+    WHERE coalesce(",
+            $column,
+            ", '-infinity'::timestamptz) <= now() - make_interval(secs => $1)
+    ORDER BY coalesce(",
+            $column,
+            ", '-infinity'::timestamptz), id
     LIMIT $2
 ),
 inserted AS (
@@ -35,28 +42,17 @@ inserted AS (
     DO NOTHING
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM due), (SELECT count(*) FROM inserted)
-"#;
+SELECT (SELECT count(*) FROM due), (SELECT count(*) FROM inserted)"
+        )
+    };
+}
 
-/// `link_enqueue_due_refreshes`: the same over `refreshed_at` and `links_refresh_due_idx`.
-const LINK_ENQUEUE_DUE_REFRESHES: &str = r#"
-WITH due AS (
-    SELECT id, url, host FROM links
-    WHERE coalesce(refreshed_at, '-infinity'::timestamptz) <= now() - make_interval(secs => $1)
-    ORDER BY coalesce(refreshed_at, '-infinity'::timestamptz), id
-    LIMIT $2
-),
-inserted AS (
-    INSERT INTO queue_jobs (kind, dedupe_key, group_key, payload, max_attempts, trace_context)
-    SELECT $3, 'link:' || id, host, jsonb_build_object('link_id', id, 'url', url), $4, $5::jsonb
-    FROM due
-    ORDER BY id
-    ON CONFLICT (kind, dedupe_key) WHERE state IN ('queued', 'running') AND dedupe_key IS NOT NULL
-    DO NOTHING
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM due), (SELECT count(*) FROM inserted)
-"#;
+/// `link_enqueue_due_checks`: due = never checked, or checked before `now() - $1`
+/// (`links_check_due_idx`).
+const LINK_ENQUEUE_DUE_CHECKS: &str = link_enqueue_due!("last_checked_at");
+
+/// `link_enqueue_due_refreshes`: the same over `refreshed_at` (`links_refresh_due_idx`).
+const LINK_ENQUEUE_DUE_REFRESHES: &str = link_enqueue_due!("refreshed_at");
 
 /// What a cycle did for one kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
