@@ -167,7 +167,7 @@ async fn empty_queue(pool: &PgPool) -> anyhow::Result<()> {
 /// Writes the dirty pages of the previous steps (above all the fill's) before the next timed
 /// step, so a checkpoint they trigger does not land inside a measurement. `CHECKPOINT` needs
 /// superuser or `pg_checkpoint`; without, the run goes on, only noisier.
-async fn settle(pool: &PgPool) {
+pub(crate) async fn settle(pool: &PgPool) {
     if let Err(error) = sqlx::raw_sql("CHECKPOINT").execute(pool).await {
         tracing::warn!(%error, "CHECKPOINT failed; timings may include a checkpoint");
     }

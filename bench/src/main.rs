@@ -1,22 +1,28 @@
 //! linkpulse benchmark: measures the queue as production runs it (bulk enqueue, a real apalis
 //! worker draining the queue, idle enqueue-to-start latency) in a scratch database, fills a
 //! database for the raw-SQL pgbench ceiling (`bench/pgbench/README.md`), and times the producer
-//! cycle over large links tables next to a bare insert of the same jobs.
+//! cycle over large links tables next to a bare insert of the same jobs, checks a file of URLs
+//! through the whole pipeline with real worker processes (`links`, compared with lychee by
+//! `bench/links-vs-lychee.sh`), and serves the local test site those URLs point at (`site`).
 //!
 //! Results are JSON lines on stdout; logs go to stderr.
 
 mod cycle;
+mod links;
 mod noop;
 mod phases;
 mod report;
 mod scratch;
 mod settings;
+mod site;
 mod worker;
+
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use crate::settings::{CycleSettings, Settings};
+use crate::settings::{CycleSettings, LinksSettings, Settings};
 
 /// Connections beyond the worker's concurrency: engine fetcher, acker, heartbeat, maintenance,
 /// the producer side and the progress queries each need one at times.
@@ -28,7 +34,10 @@ const CYCLE_CONNECTIONS: u32 = 2;
 /// linkpulse queue benchmark. Sizes come from the environment. `queue` and `fill`: N (jobs,
 /// default 50000), CONC (worker concurrency, default 16), CHUNK (jobs per insert statement,
 /// default 5000). `cycle`: SIZES (link counts, default 100000,1000000), DUE_PERCENT (default 10),
-/// LIMIT (cycle limit, default the due count).
+/// LIMIT (cycle limit, default the due count). `links`: CONC (checks in flight, default 128),
+/// WORKERS (worker processes sharing them, default 1), HOST_CONCURRENCY (the queue's per-host cap,
+/// default CONC), UNGROUPED (diagnostic: jobs without host groups), VERDICTS (file for per-URL results),
+/// WORKER_LOG (file for the workers' logs), WORKER_BIN (default: `worker` next to this binary).
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
@@ -61,6 +70,30 @@ enum Command {
         #[arg(value_name = "DATABASE_URL")]
         database_url: String,
     },
+    /// Checks every URL of FILE through the real pipeline in a scratch database: `links import`,
+    /// one producer cycle, `worker` child processes until no job is queued or running; prints
+    /// checks/s, the workers' CPU and peak RSS and the verdicts as one JSON line.
+    Links {
+        /// One URL per line (as `producer links import` reads it).
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Any database on the server; only used to create and drop the scratch database.
+        #[arg(value_name = "DATABASE_URL")]
+        database_url: String,
+    },
+    /// Serves the test site on 127.0.0.1:PORT (80 % 200, 5 % each 404, 500, slow 200, 302) and
+    /// writes the list of its URLs, until SIGTERM or SIGINT.
+    Site {
+        /// Port to listen on; 0 picks a free one (the list then carries it).
+        #[arg(value_name = "PORT")]
+        port: u16,
+        /// Where to write the URL list.
+        #[arg(long, value_name = "FILE", default_value = "target/bench-sites/links.txt")]
+        urls: PathBuf,
+        /// How many URLs the list holds.
+        #[arg(long, default_value_t = 5_000)]
+        count: usize,
+    },
 }
 
 #[tokio::main]
@@ -80,6 +113,18 @@ async fn main() -> anyhow::Result<()> {
             );
             run_cycle(&database_url, &settings).await
         }
+        Command::Links { file, database_url } => {
+            let settings = LinksSettings::from_env()?;
+            tracing::info!(
+                conc = settings.conc,
+                workers = settings.workers,
+                host_concurrency = settings.host_concurrency,
+                ungrouped = settings.ungrouped,
+                "bench settings"
+            );
+            run_links(&database_url, &file, settings).await
+        }
+        Command::Site { port, urls, count } => site::serve(port, &urls, count).await,
     }
 }
 
@@ -139,4 +184,15 @@ async fn run_cycle(database_url: &str, settings: &CycleSettings) -> anyhow::Resu
         report::emit(&line)?;
     }
     Ok(())
+}
+
+/// The `links` command: one scratch database, one JSON line.
+async fn run_links(database_url: &str, file: &Path, settings: LinksSettings) -> anyhow::Result<()> {
+    let scratch_url = scratch::scratch_url(database_url)?;
+    let line = scratch::with_scratch_database(database_url, links::LINKS_CONNECTIONS, |pool| async move {
+        links::measure(&pool, &scratch_url, file, settings).await
+    })
+    .await
+    .with_context(|| format!("checking the links of {}", file.display()))?;
+    report::emit(&line)
 }

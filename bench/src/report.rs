@@ -148,6 +148,93 @@ impl Cycle {
     }
 }
 
+/// How many links ended with each verdict (`links.last_outcome`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Verdicts {
+    /// Reachable.
+    pub ok: u64,
+    /// 404 and other evidence of death.
+    pub dead: u64,
+    /// 5xx, timeouts (judged at once: the run allows one attempt).
+    pub transient: u64,
+    /// 401/403/429, bot walls, failures on our side.
+    pub blocked: u64,
+}
+
+/// What the worker processes of a `links` run used, from the kernel's accounting of its waited-for
+/// children and of the database backends that served them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinksUsage {
+    /// Worker CPU (user + system), all processes.
+    pub worker_cpu: Duration,
+    /// Largest peak resident set of one worker process, in KiB (`ru_maxrss`).
+    pub worker_peak_rss_kib: u64,
+    /// CPU of the PostgreSQL backends of the worker processes' connections; `None` when the
+    /// server's processes cannot be read (not on this machine).
+    pub db_cpu: Option<Duration>,
+}
+
+/// Result of checking a file of URLs through the whole pipeline, in the shape lychee's numbers
+/// are compared with (`bench/links-vs-lychee.sh`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Links {
+    system: &'static str,
+    phase: &'static str,
+    urls: u64,
+    concurrency: usize,
+    checks_per_s: u64,
+    seconds: f64,
+    /// Worker CPU per check: the number comparable with lychee's own CPU per check.
+    cpu_ms_per_check: f64,
+    worker_peak_rss_mb: f64,
+    verdicts: Verdicts,
+    workers: usize,
+    /// PostgreSQL's CPU per check for the worker's queries: lychee has no such cost, so it is
+    /// reported apart rather than hidden (`null` when the server is not local).
+    db_cpu_ms_per_check: Option<f64>,
+    /// Links that had no result when the queue drained: must be zero.
+    unchecked: u64,
+}
+
+impl Links {
+    /// `urls` links checked by `workers` processes running `concurrency` checks at once; the
+    /// queue drained after `elapsed`. `phase` is `links`, or `links_ungrouped` for the diagnostic
+    /// run without host groups.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        phase: &'static str,
+        urls: u64,
+        concurrency: usize,
+        workers: usize,
+        elapsed: Duration,
+        usage: LinksUsage,
+        verdicts: Verdicts,
+        unchecked: u64,
+    ) -> Self {
+        let per_check = |cpu: Duration| {
+            if urls == 0 {
+                0.0
+            } else {
+                round(cpu.as_secs_f64() * 1000.0 / urls as f64, 3)
+            }
+        };
+        Self {
+            system: SYSTEM,
+            phase,
+            urls,
+            concurrency,
+            checks_per_s: rate(usize::try_from(urls).unwrap_or(usize::MAX), elapsed),
+            seconds: round(elapsed.as_secs_f64(), 3),
+            cpu_ms_per_check: per_check(usage.worker_cpu),
+            worker_peak_rss_mb: round(usage.worker_peak_rss_kib as f64 / 1024.0, 1),
+            verdicts,
+            workers,
+            db_cpu_ms_per_check: usage.db_cpu.map(per_check),
+            unchecked,
+        }
+    }
+}
+
 /// Prints `line` as one JSON object on stdout and flushes, so a reader sees each phase as soon
 /// as it ends.
 ///
@@ -230,6 +317,26 @@ mod tests {
         assert_eq!(
             line,
             r#"{"system":"linkpulse","phase":"cycle","links":1000000,"due":100000,"cycle_s":2.0,"cycle_jobs_per_s":50000,"second_cycle_s":1.5,"bare_insert_s":0.8,"ratio":2.5,"limit_10000_cycle_s":0.25}"#
+        );
+    }
+
+    #[test]
+    fn links_line_keeps_the_documented_field_order() {
+        let usage = LinksUsage {
+            worker_cpu: Duration::from_millis(1_000),
+            worker_peak_rss_kib: 40 * 1024,
+            db_cpu: Some(Duration::from_millis(500)),
+        };
+        let verdicts = Verdicts {
+            ok: 4_500,
+            dead: 250,
+            transient: 250,
+            blocked: 0,
+        };
+        let line = Links::new("links", 5_000, 128, 1, Duration::from_secs(2), usage, verdicts, 0);
+        assert_eq!(
+            serde_json::to_string(&line).expect("encodes"),
+            r#"{"system":"linkpulse","phase":"links","urls":5000,"concurrency":128,"checks_per_s":2500,"seconds":2.0,"cpu_ms_per_check":0.2,"worker_peak_rss_mb":40.0,"verdicts":{"ok":4500,"dead":250,"transient":250,"blocked":0},"workers":1,"db_cpu_ms_per_check":0.1,"unchecked":0}"#
         );
     }
 }

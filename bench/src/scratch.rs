@@ -36,6 +36,16 @@ fn scratch_name() -> String {
     format!("linkpulse_bench_{}", std::process::id())
 }
 
+/// The URL of the scratch database [`with_scratch_database`] creates for `admin_url`, for child
+/// processes (the `links` command's workers) that must connect to it themselves.
+///
+/// # Errors
+///
+/// If `admin_url` is not a URL.
+pub fn scratch_url(admin_url: &str) -> anyhow::Result<String> {
+    with_database(admin_url, &scratch_name())
+}
+
 /// Creates a scratch database on the server of `admin_url`, migrates it, runs `body` with a pool
 /// of `max_connections` on it, and drops it — also when `body` fails or the run is interrupted.
 ///
@@ -48,7 +58,7 @@ where
     Fut: Future<Output = anyhow::Result<T>>,
 {
     let name = scratch_name();
-    let scratch_url = with_database(admin_url, &name)?;
+    let scratch_url = scratch_url(admin_url)?;
     let admin = connect(admin_url, 1).await.context("connecting to DATABASE_URL")?;
     execute(&admin, format!("CREATE DATABASE {}", quote_ident(&name)))
         .await

@@ -1,6 +1,6 @@
 //! What a run measures, read from the environment so other tools can drive the bench without
 //! learning flags: `N`, `CONC` and `CHUNK` for `queue` and `fill`; `SIZES`, `DUE_PERCENT` and
-//! `LIMIT` for `cycle`.
+//! `LIMIT` for `cycle`; `CONC`, `WORKERS`, `HOST_CONCURRENCY` and `UNGROUPED` for `links`.
 
 use anyhow::{Context as _, ensure};
 use linkpulse_shared::config::Env;
@@ -115,6 +115,72 @@ fn parse_sizes(list: &str) -> anyhow::Result<Vec<i64>> {
     Ok(sizes)
 }
 
+/// In-flight checks of a `links` run when `CONC` is unset: lychee's default `--max-concurrency`,
+/// the first point of the comparison.
+pub const DEFAULT_LINKS_CONC: usize = 128;
+/// Worker processes of a `links` run when `WORKERS` is unset: one process, like lychee.
+pub const DEFAULT_LINKS_WORKERS: usize = 1;
+
+/// The sizes of one `links` run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinksSettings {
+    /// Checks in flight across all worker processes: the number compared with lychee's
+    /// `--max-concurrency`, and the per-host cap (so the queue's group limit never binds).
+    pub conc: usize,
+    /// Worker processes; `conc` is split between them.
+    pub workers: usize,
+    /// The queue's per-host cap (`HOST_CONCURRENCY`, default `conc`: the cap never binds, as with
+    /// lychee's per-host limits off). Higher values show what the group bookkeeping costs when
+    /// no group ever fills.
+    pub host_concurrency: usize,
+    /// `UNGROUPED=true`: a diagnostic, not production — the queued jobs lose their group (host)
+    /// before the workers start, so the claim skips the per-host slot bookkeeping entirely. The
+    /// difference to a normal run is what that bookkeeping costs; the line says `links_ungrouped`.
+    pub ungrouped: bool,
+}
+
+impl LinksSettings {
+    /// Reads `CONC` and `WORKERS` from the process environment.
+    ///
+    /// # Errors
+    ///
+    /// A variable that is set but not a positive integer, or more workers than checks in flight.
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_lookup(|var| std::env::var(var).ok())
+    }
+
+    /// Reads the settings from `lookup` (the environment in the binary, a map in tests).
+    fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let env = Env::new(lookup);
+        let conc = env.positive("CONC", DEFAULT_LINKS_CONC).context("reading CONC")?;
+        let workers = env
+            .positive("WORKERS", DEFAULT_LINKS_WORKERS)
+            .context("reading WORKERS")?;
+        ensure!(
+            workers <= conc,
+            "reading WORKERS: {workers} workers cannot share {conc} checks in flight (CONC)"
+        );
+        let host_concurrency = env
+            .positive("HOST_CONCURRENCY", conc)
+            .context("reading HOST_CONCURRENCY")?;
+        let ungrouped = env.parse("UNGROUPED", false).context("reading UNGROUPED")?;
+        Ok(Self {
+            conc,
+            workers,
+            host_concurrency,
+            ungrouped,
+        })
+    }
+
+    /// The `--concurrency` of each worker process: `conc` split as evenly as possible, so the
+    /// pool as a whole runs exactly `conc` checks at once.
+    pub fn per_worker(&self) -> Vec<usize> {
+        (0..self.workers)
+            .map(|i| self.conc / self.workers + usize::from(i < self.conc % self.workers))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,5 +249,39 @@ mod tests {
             let err = CycleSettings::from_lookup(|v| (v == var).then(|| value.to_owned())).expect_err(value);
             assert!(format!("{err:#}").contains(var), "{var}={value}: {err:#}");
         }
+    }
+
+    #[test]
+    fn links_defaults_and_split() {
+        let settings = LinksSettings::from_lookup(|_| None).expect("defaults are valid");
+        assert_eq!(
+            settings,
+            LinksSettings {
+                conc: 128,
+                workers: 1,
+                host_concurrency: 128,
+                ungrouped: false
+            }
+        );
+        assert_eq!(settings.per_worker(), vec![128]);
+        let settings = LinksSettings::from_lookup(|var| match var {
+            "CONC" => Some("512".to_owned()),
+            "WORKERS" => Some("3".to_owned()),
+            _ => None,
+        })
+        .expect("valid");
+        assert_eq!(settings.per_worker(), vec![171, 171, 170]);
+        assert_eq!(settings.per_worker().iter().sum::<usize>(), 512);
+    }
+
+    #[test]
+    fn more_workers_than_checks_is_rejected() {
+        let err = LinksSettings::from_lookup(|var| match var {
+            "CONC" => Some("2".to_owned()),
+            "WORKERS" => Some("3".to_owned()),
+            _ => None,
+        })
+        .expect_err("invalid");
+        assert!(format!("{err:#}").contains("WORKERS"), "{err:#}");
     }
 }
