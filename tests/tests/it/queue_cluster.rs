@@ -144,7 +144,11 @@ async fn killed_database_connections_lose_nothing(pool: PgPool) {
     for id in &ids {
         assert!(finishes.get(id).is_some_and(|&c| c >= 1), "job {id} never finished");
     }
-    assert!(worker.child.id().is_some(), "the worker survived");
+    let mut worker = worker;
+    assert!(
+        worker.child.try_wait().expect("try_wait").is_none(),
+        "the worker survived the killed connections"
+    );
 }
 
 #[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
