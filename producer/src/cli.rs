@@ -124,6 +124,9 @@ pub enum QueueCommand {
         /// Only the jobs of this link (id or URL).
         #[arg(long)]
         link: Option<String>,
+        /// Only this one job (its id from `queue list`).
+        #[arg(long)]
+        job: Option<i64>,
         /// Only jobs that finished longer ago than this (e.g. 1h).
         #[arg(long, value_parser = humantime::parse_duration)]
         older_than: Option<Duration>,

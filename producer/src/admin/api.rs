@@ -85,7 +85,8 @@ pub async fn links(
     Ok(Json(links::list(&state.pool, status.as_deref(), limit).await?))
 }
 
-/// Body of `POST /api/queue/requeue`; every field optional (state defaults to `failed`).
+/// Body of `POST /api/queue/requeue`; every field optional (state defaults to `failed`), all
+/// given ones must match.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RequeueBody {
@@ -93,6 +94,8 @@ pub struct RequeueBody {
     kind: Option<String>,
     /// A link id (number or string) or URL.
     link: Option<serde_json::Value>,
+    /// One job's id.
+    job: Option<i64>,
 }
 
 /// `POST /api/queue/requeue` †: `{"requeued": N}`.
@@ -137,6 +140,7 @@ pub async fn requeue(
         kind,
         dedupe_key: dedupe,
         older_than: None,
+        id: body.job,
     };
     let report = inspect::requeue(&state.pool, job_state, &filter).await?;
     Ok(Json(serde_json::json!({ "requeued": report.requeued })))

@@ -1,6 +1,7 @@
 //! The dashboard at `/`: one server-rendered page (no JavaScript, no build step) with queue depth,
-//! the oldest queued age, recent failed jobs with a requeue button each, and links that are not
-//! active with a "mark active" button.
+//! the oldest queued age and the last 24 hours, recent failed jobs with a requeue button each, the
+//! audit trail of recently finished jobs, and links that are not active with a "mark active"
+//! button.
 //!
 //! Buttons are plain `<form method=post>`s, so they need the admin token without a way to send a
 //! header: `POST /dashboard/login` takes the token from a form field once and sets it as an
@@ -22,7 +23,7 @@ use serde::Deserialize;
 use linkpulse_shared::db::links::{self, LinkRef};
 use linkpulse_shared::jobs::KINDS;
 use linkpulse_shared::queue::JobState;
-use linkpulse_shared::queue::inspect::{self, JobFilter};
+use linkpulse_shared::queue::inspect::{self, JobFilter, JobSummary};
 
 use super::{AdminState, ApiError, auth};
 
@@ -30,6 +31,8 @@ use super::{AdminState, ApiError, auth};
 const COOKIE_NAME: &str = "linkpulse_admin_token";
 /// Failed jobs shown.
 const FAILED_SHOWN: i64 = 50;
+/// Finished jobs shown in the audit trail.
+const FINISHED_SHOWN: usize = 50;
 /// Links per non-active status shown.
 const LINKS_SHOWN: i64 = 50;
 
@@ -83,6 +86,7 @@ async fn page(State(state): State<AdminState>, headers: HeaderMap) -> Result<Htm
         FAILED_SHOWN,
     )
     .await?;
+    let finished = recently_finished(&state, &failed).await?;
     let logged_in = auth::check(state.settings.admin_token.as_ref(), cookie_token(&headers)).is_ok();
 
     let mut html = String::from(
@@ -100,35 +104,61 @@ async fn page(State(state): State<AdminState>, headers: HeaderMap) -> Result<Htm
         );
     }
 
-    html.push_str("<h2>Queue</h2><table id=queue><tr><th>kind</th><th>queued</th><th>running</th><th>done</th><th>failed</th><th>oldest queued</th></tr>");
+    html.push_str("<h2>Queue</h2><table id=queue><tr><th>kind</th><th>queued</th><th>running</th><th>done</th><th>failed</th><th>oldest queued</th>\
+         <th>done 24h</th><th>failed 24h</th><th>mean duration 24h</th></tr>");
     for (kind, s) in &stats.kinds {
         let age = s
             .oldest_queued_age_seconds
             .map_or_else(|| "-".to_owned(), |a| format!("{a:.1}s"));
+        let mean = s
+            .mean_duration_ms_24h
+            .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.0} ms"));
         let _ = write!(
             html,
             "<tr id=\"queue-{k}\"><td>{k}</td><td class=n data-state=queued>{}</td><td class=n data-state=running>{}</td>\
-             <td class=n data-state=done>{}</td><td class=n data-state=failed>{}</td><td class=n>{age}</td></tr>",
+             <td class=n data-state=done>{}</td><td class=n data-state=failed>{}</td><td class=n>{age}</td>\
+             <td class=n data-stat=done_24h>{}</td><td class=n data-stat=failed_24h>{}</td><td class=n>{mean}</td></tr>",
             s.queued,
             s.running,
             s.done,
             s.failed,
+            s.done_24h,
+            s.failed_24h,
             k = escape(kind),
         );
     }
     html.push_str("</table>");
 
-    html.push_str("<h2>Recent failed jobs</h2><table id=failed><tr><th>id</th><th>kind</th><th>link</th><th>attempts</th><th>finished</th><th>error</th><th></th></tr>");
+    html.push_str("<h2>Recent failed jobs</h2><table id=failed><tr><th>id</th><th>kind</th><th>link</th><th>attempts</th><th>result</th><th>code</th><th>duration</th><th>finished</th><th>error</th><th></th></tr>");
     for job in &failed {
         let link = job.dedupe_key.clone().unwrap_or_default();
         let _ = write!(
             html,
-            "<tr id=\"job-{id}\"><td>{id}</td><td>{}</td><td>{}</td><td class=n>{}/{}</td><td>{}</td><td>{}</td>\
+            "<tr id=\"job-{id}\"><td>{id}</td><td>{}</td><td>{}</td><td class=n>{}/{}</td>{}<td>{}</td><td>{}</td>\
              <td><form method=post action=\"/dashboard/requeue/{id}\"><button type=submit id=\"requeue-{id}\">requeue</button></form></td></tr>",
             escape(&job.kind),
             escape(&link),
             job.attempts,
             job.max_attempts,
+            audit_cells(job),
+            job.finished_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
+            escape(job.last_error.as_deref().unwrap_or("")),
+            id = job.id,
+        );
+    }
+    html.push_str("</table>");
+
+    html.push_str("<h2>Recently finished jobs</h2><table id=finished><tr><th>id</th><th>kind</th><th>state</th><th>link</th><th>attempts</th><th>result</th><th>code</th><th>duration</th><th>finished</th><th>error</th></tr>");
+    for job in &finished {
+        let _ = write!(
+            html,
+            "<tr id=\"finished-{id}\"><td>{id}</td><td>{}</td><td>{}</td><td>{}</td><td class=n>{}/{}</td>{}<td>{}</td><td>{}</td></tr>",
+            escape(&job.kind),
+            escape(&job.state),
+            escape(job.dedupe_key.as_deref().unwrap_or("")),
+            job.attempts,
+            job.max_attempts,
+            audit_cells(job),
             job.finished_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
             escape(job.last_error.as_deref().unwrap_or("")),
             id = job.id,
@@ -154,6 +184,34 @@ async fn page(State(state): State<AdminState>, headers: HeaderMap) -> Result<Htm
     Ok(Html(html))
 }
 
+/// The newest finished jobs of both states: the done ones read here, merged with the failed ones
+/// the page already has.
+async fn recently_finished(state: &AdminState, failed: &[JobSummary]) -> Result<Vec<JobSummary>, ApiError> {
+    let done = inspect::list(
+        &state.pool,
+        &JobFilter {
+            state: Some(JobState::Done),
+            ..JobFilter::default()
+        },
+        i64::try_from(FINISHED_SHOWN).unwrap_or(i64::MAX),
+    )
+    .await?;
+    let mut finished: Vec<JobSummary> = done.into_iter().chain(failed.iter().cloned()).collect();
+    finished.sort_by(|a, b| b.finished_at.cmp(&a.finished_at).then(b.id.cmp(&a.id)));
+    finished.truncate(FINISHED_SHOWN);
+    Ok(finished)
+}
+
+/// The result, status code and duration cells of a job row.
+fn audit_cells(job: &JobSummary) -> String {
+    format!(
+        "<td class=result>{}</td><td class=n>{}</td><td class=n>{}</td>",
+        escape(job.result_class.as_deref().unwrap_or("-")),
+        job.status_code.map_or_else(|| "-".to_owned(), |c| c.to_string()),
+        job.duration_ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms} ms")),
+    )
+}
+
 /// The login form's body.
 #[derive(Debug, Deserialize)]
 struct Login {
@@ -171,35 +229,28 @@ async fn login(State(state): State<AdminState>, Form(form): Form<Login>) -> Resu
     Ok(response)
 }
 
-/// `POST /dashboard/requeue/{job_id}`: requeues that failed job. The queue requeues by link and
-/// kind, newest first, so this requeues the newest failed job of the clicked job's link and kind
-/// — the clicked one unless a newer failure of the same link exists, which is then the one worth
-/// retrying.
+/// `POST /dashboard/requeue/{job_id}`: requeues exactly the clicked failed job. Refused (400) when
+/// it is no longer failed or its link already has a queued or running job of the same kind.
 async fn requeue(
     State(state): State<AdminState>,
     headers: HeaderMap,
     Path(job_id): Path<i64>,
 ) -> Result<Response, ApiError> {
     auth::check(state.settings.admin_token.as_ref(), cookie_token(&headers))?;
-    let job: Option<(String, Option<String>, String)> =
-        sqlx::query_as("SELECT kind, dedupe_key, state FROM queue_jobs WHERE id = $1")
-            .bind(job_id)
-            .fetch_optional(&state.pool)
-            .await?;
-    let (kind, dedupe_key, job_state) = job.ok_or_else(|| ApiError::NotFound(format!("no job {job_id}")))?;
-    if job_state != "failed" {
-        return Err(ApiError::BadRequest(format!("job {job_id} is {job_state}, not failed")));
-    }
-    let Some(dedupe_key) = dedupe_key else {
-        return Err(ApiError::BadRequest(format!("job {job_id} has no link to requeue by")));
-    };
     let filter = JobFilter {
         state: Some(JobState::Failed),
-        kind: Some(kind),
-        dedupe_key: Some(dedupe_key),
-        older_than: None,
+        id: Some(job_id),
+        ..JobFilter::default()
     };
-    inspect::requeue(&state.pool, JobState::Failed, &filter).await?;
+    let report = inspect::requeue(&state.pool, JobState::Failed, &filter).await?;
+    if report.requeued == 0 {
+        let why = if report.skipped > 0 {
+            "its link already has a queued or running job of that kind"
+        } else {
+            "it is not a failed job (already requeued, pruned or unknown)"
+        };
+        return Err(ApiError::BadRequest(format!("job {job_id} was not requeued: {why}")));
+    }
     Ok(back_to_page())
 }
 

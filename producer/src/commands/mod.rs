@@ -74,9 +74,18 @@ pub async fn execute(command: Command, settings: &Settings, out: &mut dyn Write)
                 state,
                 kind,
                 link,
+                job,
                 older_than,
                 json,
-            } => queue::requeue(&pool, state, kind, link, older_than, json, out).await,
+            } => {
+                let selection = queue::Selection {
+                    kind,
+                    link,
+                    job,
+                    older_than,
+                };
+                queue::requeue(&pool, state, selection, json, out).await
+            }
             QueueCommand::Prune { older_than, json } => queue::prune(&pool, settings, older_than, json, out).await,
         },
     }

@@ -7,7 +7,7 @@ use sqlx::PgPool;
 
 use linkpulse_shared::config::Settings;
 use linkpulse_shared::jobs::{KINDS, dedupe_key};
-use linkpulse_shared::queue::{JobFilter, JobState, inspect};
+use linkpulse_shared::queue::{JobFilter, JobState, JobSummary, inspect};
 
 use super::links::{find, io};
 use crate::cli::{CliError, print_json};
@@ -24,8 +24,8 @@ pub async fn stats(pool: &PgPool, json: bool, out: &mut dyn Write) -> Result<(),
     }
     writeln!(
         out,
-        "{:<10} {:>9} {:>9} {:>9} {:>9}  OLDEST QUEUED",
-        "KIND", "QUEUED", "RUNNING", "DONE", "FAILED"
+        "{:<10} {:>9} {:>9} {:>9} {:>9}  {:<13} {:>9} {:>10} {:>10}",
+        "KIND", "QUEUED", "RUNNING", "DONE", "FAILED", "OLDEST QUEUED", "DONE 24H", "FAILED 24H", "MEAN 24H"
     )
     .map_err(io)?;
     for (kind, s) in &stats.kinds {
@@ -33,10 +33,14 @@ pub async fn stats(pool: &PgPool, json: bool, out: &mut dyn Write) -> Result<(),
             .oldest_queued_age_seconds
             .map(|a| format!("{a:.1}s"))
             .unwrap_or_else(|| "-".into());
+        let mean = s
+            .mean_duration_ms_24h
+            .map(|ms| format!("{ms:.0}ms"))
+            .unwrap_or_else(|| "-".into());
         writeln!(
             out,
-            "{kind:<10} {:>9} {:>9} {:>9} {:>9}  {age}",
-            s.queued, s.running, s.done, s.failed
+            "{kind:<10} {:>9} {:>9} {:>9} {:>9}  {age:<13} {:>9} {:>10} {mean:>10}",
+            s.queued, s.running, s.done, s.failed, s.done_24h, s.failed_24h
         )
         .map_err(io)?;
     }
@@ -68,26 +72,52 @@ pub async fn list(
     }
     writeln!(
         out,
-        "{:>10}  {:<8} {:<8} {:>8}  {:<25}  {:<32}  LAST ERROR",
-        "ID", "KIND", "STATE", "ATTEMPTS", "RUN AT", "TRACE"
+        "{:>10}  {:<8} {:<8} {:<10} {:>8}  {:<10} {:>4} {:>9}  {:<20}  {:<32}  LAST ERROR",
+        "ID", "KIND", "STATE", "LINK", "ATTEMPTS", "RESULT", "CODE", "DURATION", "AT", "TRACE"
     )
     .map_err(io)?;
     for j in &jobs {
         writeln!(
             out,
-            "{:>10}  {:<8} {:<8} {:>5}/{:<2}  {:<25}  {:<32}  {}",
+            "{:>10}  {:<8} {:<8} {:<10} {:>5}/{:<2}  {:<10} {:>4} {:>9}  {:<20}  {:<32}  {}",
             j.id,
             j.kind,
             j.state,
+            j.dedupe_key.as_deref().unwrap_or("-"),
             j.attempts,
             j.max_attempts,
-            j.run_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            j.result_class.as_deref().unwrap_or("-"),
+            j.status_code.map_or_else(|| "-".to_owned(), |c| c.to_string()),
+            j.duration_ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms}ms")),
+            job_time(j).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             j.trace_id.as_deref().unwrap_or("-"),
             j.last_error.as_deref().unwrap_or("")
         )
         .map_err(io)?;
     }
     Ok(())
+}
+
+/// The one time a job row shows: when it is due (queued), started (running) or finished.
+fn job_time(job: &JobSummary) -> chrono::DateTime<chrono::Utc> {
+    match (job.finished_at, job.started_at) {
+        (Some(finished), _) => finished,
+        (None, Some(started)) if job.state == "running" => started,
+        _ => job.run_at,
+    }
+}
+
+/// Which finished jobs `queue requeue` moves back; every filter optional, all must match.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only this link's jobs (id or URL).
+    pub link: Option<String>,
+    /// Only this job.
+    pub job: Option<i64>,
+    /// Only jobs finished longer ago than this.
+    pub older_than: Option<Duration>,
 }
 
 /// `queue requeue`.
@@ -98,12 +128,16 @@ pub async fn list(
 pub async fn requeue(
     pool: &PgPool,
     state: JobState,
-    kind: Option<String>,
-    link: Option<String>,
-    older_than: Option<Duration>,
+    selection: Selection,
     json: bool,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
+    let Selection {
+        kind,
+        link,
+        job,
+        older_than,
+    } = selection;
     if !matches!(state, JobState::Failed | JobState::Done) {
         return Err(CliError::User(format!(
             "only failed or done jobs can be requeued, not {state}"
@@ -119,6 +153,7 @@ pub async fn requeue(
         kind,
         dedupe_key: dedupe,
         older_than,
+        id: job,
     };
     let report = inspect::requeue(pool, state, &filter).await?;
     if json {

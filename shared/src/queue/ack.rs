@@ -5,7 +5,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{JobLease, QueueError, RetryPolicy};
+use super::{JobLease, JobReport, QueueError, RetryPolicy};
 
 /// What one attempt ended with, as the backend's layer reports it.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +47,32 @@ pub struct Completion {
     pub lease: JobLease,
     /// What happened.
     pub outcome: Outcome,
+    /// What the handler found (result class, status code), for the audit trail.
+    pub report: JobReport,
+    /// How long the attempt ran, if it ran at all (a poison payload never starts).
+    pub duration: Option<Duration>,
+}
+
+impl Completion {
+    /// A completion with no findings and no measured duration.
+    pub fn new(lease: JobLease, outcome: Outcome) -> Self {
+        Self {
+            lease,
+            outcome,
+            report: JobReport::default(),
+            duration: None,
+        }
+    }
+
+    /// The result class stored with the job: the handler's, or for an attempt that reported
+    /// nothing, `error` when it failed (a poison payload, a panic, a failed write-back).
+    fn result_class(&self) -> Option<String> {
+        match (&self.report.result, &self.outcome) {
+            (Some(result), _) => Some(result.clone()),
+            (None, Outcome::Done) => None,
+            (None, _) => Some("error".to_owned()),
+        }
+    }
 }
 
 /// The row update a completion turns into.
@@ -123,6 +149,9 @@ fn storable(error: &str) -> String {
 
 /// `job_complete_many`: every outcome of a batch in one statement.
 ///
+/// `result_class`, `status_code` and `duration_ms` describe the latest attempt: the audit trail of
+/// a finished job, and what a retrying job found last time.
+///
 /// Locks the listed job rows. The `WHERE` keeps only rows still leased by the same owner for the
 /// same attempt, so the completion of an attempt whose job was rescued (its worker looked dead)
 /// and claimed again is refused instead of overwriting the newer attempt. Leaving `running`
@@ -137,9 +166,13 @@ SET state = u.state,
                       'attempt', j.attempts, 'at', now(), 'kind', u.error_kind, 'error', u.error))
              END,
     lease_owner = NULL,
-    finished_at = CASE WHEN u.state IN ('done', 'failed') THEN now() END
-FROM unnest($1::int8[], $2::uuid[], $3::int4[], $4::text[], $5::int8[], $6::bool[], $7::text[], $8::text[])
-     AS u(id, owner, attempt, state, delay_ms, refund, error_kind, error)
+    finished_at = CASE WHEN u.state IN ('done', 'failed') THEN now() END,
+    result_class = u.result_class,
+    status_code = u.status_code,
+    duration_ms = u.duration_ms
+FROM unnest($1::int8[], $2::uuid[], $3::int4[], $4::text[], $5::int8[], $6::bool[], $7::text[], $8::text[],
+            $9::text[], $10::int4[], $11::int4[])
+     AS u(id, owner, attempt, state, delay_ms, refund, error_kind, error, result_class, status_code, duration_ms)
 WHERE j.id = u.id
   AND j.state = 'running'
   AND j.lease_owner = u.owner
@@ -165,6 +198,9 @@ pub async fn complete_many(pool: &PgPool, completions: &[Completion], policy: &R
     let mut refunds = Vec::with_capacity(n);
     let mut kinds = Vec::with_capacity(n);
     let mut errors = Vec::with_capacity(n);
+    let mut results = Vec::with_capacity(n);
+    let mut codes = Vec::with_capacity(n);
+    let mut durations = Vec::with_capacity(n);
     // Lock rows in id order so two statements over overlapping jobs cannot deadlock.
     let mut sorted: Vec<&Completion> = completions.iter().collect();
     sorted.sort_by_key(|c| c.lease.job_id);
@@ -178,6 +214,13 @@ pub async fn complete_many(pool: &PgPool, completions: &[Completion], policy: &R
         refunds.push(t.refund_attempt);
         kinds.push(t.error_kind);
         errors.push(t.error);
+        results.push(completion.result_class());
+        codes.push(completion.report.status_code);
+        durations.push(
+            completion
+                .duration
+                .map(|d| i32::try_from(d.as_millis()).unwrap_or(i32::MAX)),
+        );
     }
     let result = sqlx::query(JOB_COMPLETE_MANY)
         .bind(ids)
@@ -188,6 +231,9 @@ pub async fn complete_many(pool: &PgPool, completions: &[Completion], policy: &R
         .bind(refunds)
         .bind(kinds)
         .bind(errors)
+        .bind(results)
+        .bind(codes)
+        .bind(durations)
         .execute(pool)
         .await?;
     Ok(result.rows_affected())
@@ -259,10 +305,7 @@ mod tests {
     fn retry_before_the_last_attempt_requeues_with_backoff() {
         let policy = RetryPolicy::default();
         let t = transition(
-            &Completion {
-                lease: lease(1, 3),
-                outcome: Outcome::Retry { error: "boom".into() },
-            },
+            &Completion::new(lease(1, 3), Outcome::Retry { error: "boom".into() }),
             &policy,
         );
         assert_eq!(t.state, "queued");
@@ -273,10 +316,7 @@ mod tests {
     #[test]
     fn retry_on_the_last_attempt_fails_the_job() {
         let t = transition(
-            &Completion {
-                lease: lease(3, 3),
-                outcome: Outcome::Retry { error: "boom".into() },
-            },
+            &Completion::new(lease(3, 3), Outcome::Retry { error: "boom".into() }),
             &RetryPolicy::default(),
         );
         assert_eq!(t.state, "failed");
@@ -289,33 +329,21 @@ mod tests {
             error: "429".into(),
             delay: Duration::from_secs(7),
         };
-        let t = transition(
-            &Completion {
-                lease: lease(1, 3),
-                outcome: outcome.clone(),
-            },
-            &RetryPolicy::default(),
-        );
+        let t = transition(&Completion::new(lease(1, 3), outcome.clone()), &RetryPolicy::default());
         assert_eq!((t.state, t.delay_ms, t.refund_attempt), ("queued", 7000, false));
-        let last = transition(
-            &Completion {
-                lease: lease(3, 3),
-                outcome,
-            },
-            &RetryPolicy::default(),
-        );
+        let last = transition(&Completion::new(lease(3, 3), outcome), &RetryPolicy::default());
         assert_eq!(last.state, "failed");
     }
 
     #[test]
     fn error_text_is_made_storable() {
         let t = transition(
-            &Completion {
-                lease: lease(3, 3),
-                outcome: Outcome::Fail {
+            &Completion::new(
+                lease(3, 3),
+                Outcome::Fail {
                     error: format!("a\0b{}", "x".repeat(5000)),
                 },
-            },
+            ),
             &RetryPolicy::default(),
         );
         let error = t.error.expect("error kept");
@@ -326,13 +354,13 @@ mod tests {
     #[test]
     fn snooze_delay_is_capped() {
         let t = transition(
-            &Completion {
-                lease: lease(1, 3),
-                outcome: Outcome::Snooze {
+            &Completion::new(
+                lease(1, 3),
+                Outcome::Snooze {
                     delay: Duration::from_secs(u64::MAX / 4),
                     reason: "bogus".into(),
                 },
-            },
+            ),
             &RetryPolicy::default(),
         );
         assert_eq!(t.delay_ms, 24 * 3600 * 1000);
@@ -341,17 +369,27 @@ mod tests {
     #[test]
     fn snooze_refunds_the_attempt_even_on_the_last_one() {
         let t = transition(
-            &Completion {
-                lease: lease(3, 3),
-                outcome: Outcome::Snooze {
+            &Completion::new(
+                lease(3, 3),
+                Outcome::Snooze {
                     delay: Duration::from_secs(2),
                     reason: "429".into(),
                 },
-            },
+            ),
             &RetryPolicy::default(),
         );
         assert_eq!(t.state, "queued");
         assert_eq!(t.delay_ms, 2000);
         assert!(t.refund_attempt);
+    }
+
+    #[test]
+    fn result_class_is_the_handlers_or_error_for_an_unreported_failure() {
+        let mut done = Completion::new(lease(1, 3), Outcome::Done);
+        assert_eq!(done.result_class(), None);
+        done.report.result = Some("dead".into());
+        assert_eq!(done.result_class().as_deref(), Some("dead"));
+        let poison = Completion::new(lease(1, 3), Outcome::Fail { error: "bad".into() });
+        assert_eq!(poison.result_class().as_deref(), Some("error"));
     }
 }

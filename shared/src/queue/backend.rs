@@ -26,7 +26,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use tower::{Layer, Service};
 
-use super::{Completion, Engine, EngineConfig, JobArgs, JobLease, Outcome, QueueError};
+use super::{Completion, Engine, EngineConfig, JobArgs, JobLease, Outcome, QueueError, ReportSlot};
 
 /// What a handler returns to steer its job, besides `Ok`.
 ///
@@ -134,18 +134,19 @@ impl<Args: JobArgs> Backend for PgBackend<Args> {
                         .attempt(usize::try_from(job.attempts).unwrap_or_default())
                         .max_attempts(usize::try_from(job.max_attempts).unwrap_or_default())
                         .data(lease)
+                        .data(ReportSlot::default())
                         .build();
                     return Poll::Ready(Some(Ok(task)));
                 }
                 Err(error) => {
                     // A poison payload: fail it with the reason and keep going.
                     tracing::error!(job.id = job.id, job.kind = %job.kind, %error, "failing job with undecodable payload");
-                    self.engine.complete(Completion {
+                    self.engine.complete(Completion::new(
                         lease,
-                        outcome: Outcome::Fail {
+                        Outcome::Fail {
                             error: error.to_string(),
                         },
-                    });
+                    ));
                 }
             }
         }
@@ -220,6 +221,7 @@ where
 
     fn call(&mut self, task: Task<Args>) -> Self::Future {
         let lease = task.ctx().data().get::<JobLease>().cloned();
+        let slot = task.ctx().data().get::<ReportSlot>().cloned().unwrap_or_default();
         let engine = self.engine.clone();
         // Measured from here, the one place that sees every attempt and its outcome.
         let started = std::time::Instant::now();
@@ -245,8 +247,14 @@ where
             };
             match lease {
                 Some(lease) => {
-                    crate::metrics::record_job(&lease.kind, outcome_label(&outcome, &lease), started.elapsed());
-                    engine.complete(Completion { lease, outcome })
+                    let duration = started.elapsed();
+                    crate::metrics::record_job(&lease.kind, outcome_label(&outcome, &lease), duration);
+                    engine.complete(Completion {
+                        lease,
+                        outcome,
+                        report: slot.take().unwrap_or_default(),
+                        duration: Some(duration),
+                    })
                 }
                 None => tracing::error!("task without a lease reached the ack layer"),
             }
@@ -319,6 +327,18 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "non-string panic payload".to_owned())
+}
+
+impl<Args: Sync> FromRequest<Task<Args>> for ReportSlot {
+    type Error = QueueError;
+
+    async fn from_request(task: &Task<Args>) -> Result<Self, QueueError> {
+        task.ctx()
+            .data()
+            .get::<ReportSlot>()
+            .cloned()
+            .ok_or(QueueError::MissingLease)
+    }
 }
 
 impl<Args: Sync> FromRequest<Task<Args>> for JobLease {

@@ -23,6 +23,13 @@ pub struct KindStats {
     /// Seconds the oldest due `queued` job has waited past its `run_at`; `null` when none is due.
     /// This is the number to alert on: scheduled and backing-off jobs do not age.
     pub oldest_queued_age_seconds: Option<f64>,
+    /// Jobs that finished `done` in the last 24 hours (still retained).
+    pub done_24h: i64,
+    /// Jobs that finished `failed` in the last 24 hours (still retained).
+    pub failed_24h: i64,
+    /// Mean duration of the final attempt of the jobs finished in the last 24 hours, in
+    /// milliseconds; `null` when none finished.
+    pub mean_duration_ms_24h: Option<f64>,
 }
 
 /// Queue depth per kind.
@@ -40,7 +47,18 @@ FROM queue_jobs
 GROUP BY kind, state
 "#;
 
-/// Counts jobs per kind × state. `kinds` are always present in the result (with zeros), so a
+/// `job_finished_last_day`: the finished-jobs index, last 24 hours only.
+const JOB_FINISHED_LAST_DAY: &str = r#"
+SELECT kind,
+       count(*) FILTER (WHERE state = 'done') AS done,
+       count(*) FILTER (WHERE state = 'failed') AS failed,
+       avg(duration_ms)::float8 AS mean_ms
+FROM queue_jobs
+WHERE state IN ('done', 'failed') AND finished_at > now() - interval '24 hours'
+GROUP BY kind
+"#;
+
+/// Counts jobs per kind × state, and what finished in the last 24 hours. `kinds` are always present in the result (with zeros), so a
 /// dashboard or alert sees a stable shape even on an empty queue.
 ///
 /// # Errors
@@ -64,6 +82,13 @@ pub async fn stats(pool: &PgPool, kinds: &[&str]) -> Result<QueueStats, QueueErr
             "failed" => entry.failed = n,
             _ => {}
         }
+    }
+    let finished: Vec<(String, i64, i64, Option<f64>)> = sqlx::query_as(JOB_FINISHED_LAST_DAY).fetch_all(pool).await?;
+    for (kind, done, failed, mean_ms) in finished {
+        let entry = stats.kinds.entry(kind).or_default();
+        entry.done_24h = done;
+        entry.failed_24h = failed;
+        entry.mean_duration_ms_24h = mean_ms;
     }
     Ok(stats)
 }
@@ -95,6 +120,13 @@ pub struct JobSummary {
     pub finished_at: Option<DateTime<Utc>>,
     /// The latest recorded error, if any.
     pub last_error: Option<String>,
+    /// What the latest attempt found: `ok`, `dead`, `transient`, `blocked`, `not_modified` or
+    /// `error`; `null` before the first attempt ends.
+    pub result_class: Option<String>,
+    /// HTTP status code of the latest attempt's final response.
+    pub status_code: Option<i32>,
+    /// Wall time of the latest attempt, in milliseconds.
+    pub duration_ms: Option<i32>,
     /// Arguments.
     pub payload: serde_json::Value,
     /// Trace id of the enqueuer's span (from the stored `traceparent`): the job's attempts are in
@@ -113,6 +145,8 @@ pub struct JobFilter {
     pub dedupe_key: Option<String>,
     /// Only jobs created (list) or finished (requeue) longer ago than this.
     pub older_than: Option<Duration>,
+    /// Only the job with this id.
+    pub id: Option<i64>,
 }
 
 /// Lists jobs, newest first.
@@ -124,7 +158,8 @@ pub async fn list(pool: &PgPool, filter: &JobFilter, limit: i64) -> Result<Vec<J
     let jobs = sqlx::query_as::<_, JobSummary>(
         r#"
         SELECT id, kind, state, dedupe_key, group_key, attempts, max_attempts, run_at, created_at,
-               started_at, finished_at, errors -> -1 ->> 'error' AS last_error, payload,
+               started_at, finished_at, errors -> -1 ->> 'error' AS last_error,
+               result_class, status_code, duration_ms, payload,
                -- traceparent = version-traceid-parentid-flags
                nullif(split_part(trace_context ->> 'traceparent', '-', 2), '') AS trace_id
         FROM queue_jobs
@@ -132,6 +167,7 @@ pub async fn list(pool: &PgPool, filter: &JobFilter, limit: i64) -> Result<Vec<J
           AND ($2::text IS NULL OR kind = $2)
           AND ($3::text IS NULL OR dedupe_key = $3)
           AND ($4::float8 IS NULL OR created_at < now() - make_interval(secs => $4))
+          AND ($6::int8 IS NULL OR id = $6)
         ORDER BY id DESC
         LIMIT $5
         "#,
@@ -141,6 +177,7 @@ pub async fn list(pool: &PgPool, filter: &JobFilter, limit: i64) -> Result<Vec<J
     .bind(filter.dedupe_key.as_deref())
     .bind(filter.older_than.map(|d| d.as_secs_f64()))
     .bind(limit.max(0))
+    .bind(filter.id)
     .fetch_all(pool)
     .await?;
     Ok(jobs)
@@ -156,7 +193,7 @@ pub struct RequeueReport {
 }
 
 /// `job_requeue_finished`: moves matching finished jobs back to `queued`, attempts reset, errors
-/// kept as history. Of several matches with one dedupe key only the newest is requeued, and none
+/// kept as history, the latest attempt's result cleared. Of several matches with one dedupe key only the newest is requeued, and none
 /// whose key already has an unfinished job, so the dedupe index holds. Locks the requeued rows.
 const JOB_REQUEUE_FINISHED: &str = r#"
 WITH matching AS (
@@ -165,6 +202,7 @@ WITH matching AS (
       AND ($2::text IS NULL OR kind = $2)
       AND ($3::text IS NULL OR dedupe_key = $3)
       AND ($4::float8 IS NULL OR finished_at < now() - make_interval(secs => $4))
+      AND ($5::int8 IS NULL OR id = $5)
     FOR UPDATE SKIP LOCKED
 ),
 chosen AS (
@@ -178,7 +216,8 @@ chosen AS (
 ),
 requeued AS (
     UPDATE queue_jobs j
-    SET state = 'queued', attempts = 0, run_at = now(), finished_at = NULL, lease_owner = NULL
+    SET state = 'queued', attempts = 0, run_at = now(), finished_at = NULL, lease_owner = NULL,
+        result_class = NULL, status_code = NULL, duration_ms = NULL
     FROM chosen WHERE j.id = chosen.id
     RETURNING j.id
 )
@@ -202,6 +241,7 @@ pub async fn requeue(pool: &PgPool, state: JobState, filter: &JobFilter) -> Resu
             .bind(filter.kind.as_deref())
             .bind(filter.dedupe_key.as_deref())
             .bind(filter.older_than.map(|d| d.as_secs_f64()))
+            .bind(filter.id)
             .fetch_one(pool)
             .await;
         match result {

@@ -177,6 +177,40 @@ impl JobLease {
     }
 }
 
+/// What a handler learned in one attempt, for the job's audit trail (`queue list`, the dashboard).
+///
+/// The queue itself only knows whether an attempt succeeded; what it *found* — a link check's
+/// verdict and status code — is the handler's to say, through the attempt's [`ReportSlot`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobReport {
+    /// Result class: for link jobs the verdict (`ok`, `dead`, `transient`, `blocked`) or
+    /// `not_modified`; `None` when the handler reported nothing.
+    pub result: Option<String>,
+    /// HTTP status code of the final response, if there was one.
+    pub status_code: Option<i32>,
+}
+
+/// Where a handler leaves its [`JobReport`]: one slot per attempt, carried in the apalis task's
+/// data beside the [`JobLease`] and read by the ack layer when the attempt ends.
+///
+/// A slot rather than the handler's return value because failed attempts have findings too (a
+/// 503 that will be retried, a 429 that snoozes), and those travel as errors.
+#[derive(Debug, Clone, Default)]
+pub struct ReportSlot(std::sync::Arc<std::sync::Mutex<Option<JobReport>>>);
+
+impl ReportSlot {
+    /// Records the attempt's findings; a later call replaces an earlier one.
+    pub fn set(&self, report: JobReport) {
+        let mut slot = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *slot = Some(report);
+    }
+
+    /// Takes what the handler reported, if anything.
+    pub fn take(&self) -> Option<JobReport> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+}
+
 /// Arguments that travel through the queue.
 ///
 /// The kind is a stable string chosen by the implementation, never derived from the Rust type

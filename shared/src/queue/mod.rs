@@ -34,7 +34,7 @@ pub use backoff::RetryPolicy;
 pub use engine::{Engine, EngineConfig};
 pub use enqueue::{EnqueueReport, Queue, insert_many};
 pub use inspect::{JobFilter, JobSummary, KindStats, QueueStats, RequeueReport};
-pub use job::{ClaimedJob, DecodeError, JobArgs, JobLease, JobState, NewJob};
+pub use job::{ClaimedJob, DecodeError, JobArgs, JobLease, JobReport, JobState, NewJob, ReportSlot};
 
 /// Channel the enqueuers `NOTIFY` and the workers `LISTEN` on.
 pub const NOTIFY_CHANNEL: &str = "linkpulse_jobs";
@@ -53,6 +53,6 @@ pub enum QueueError {
     #[error("only failed or done jobs can be requeued, not {0}")]
     NotFinished(JobState),
     /// A task reached a handler without the lease the backend attaches.
-    #[error("task carries no job lease")]
+    #[error("task carries no job lease or report slot")]
     MissingLease,
 }

@@ -19,7 +19,7 @@ use linkpulse_shared::config::{AdminToken, Settings};
 use crate::app::TestApp;
 use crate::helpers::{url_of, wait_for};
 
-const TOKEN: &str = "correct-horse-battery-staple";
+pub(crate) const TOKEN: &str = "correct-horse-battery-staple";
 
 /// One HTTP response, as far as these tests look at it.
 #[derive(Debug)]
@@ -99,7 +99,7 @@ pub fn parse_prometheus(page: &str) -> HashMap<String, f64> {
 }
 
 /// Starts the admin server on 127.0.0.1:0 with `token`.
-async fn admin(app: &TestApp, token: Option<&str>) -> (SocketAddr, CancellationToken) {
+pub(crate) async fn admin(app: &TestApp, token: Option<&str>) -> (SocketAddr, CancellationToken) {
     let mut settings = app.settings.clone();
     settings.admin_addr = "127.0.0.1:0".parse().expect("addr");
     settings.admin_token = token.map(AdminToken::new);

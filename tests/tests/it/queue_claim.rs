@@ -94,10 +94,7 @@ async fn completion_of_a_rescued_attempt_is_refused(pool: PgPool) {
     assert_eq!(second.len(), 1);
 
     let policy = RetryPolicy::default();
-    let late = Completion {
-        lease: lease_of(&first[0], old_owner),
-        outcome: Outcome::Done,
-    };
+    let late = Completion::new(lease_of(&first[0], old_owner), Outcome::Done);
     assert_eq!(
         ack::complete_many(&pool, &[late], &policy).await.expect("ack"),
         0,
@@ -105,10 +102,7 @@ async fn completion_of_a_rescued_attempt_is_refused(pool: PgPool) {
     );
     assert_eq!(job(&pool, ids[0]).await.0, "running", "the new attempt is untouched");
 
-    let current = Completion {
-        lease: lease_of(&second[0], new_owner),
-        outcome: Outcome::Done,
-    };
+    let current = Completion::new(lease_of(&second[0], new_owner), Outcome::Done);
     assert_eq!(ack::complete_many(&pool, &[current], &policy).await.expect("ack"), 1);
     assert_eq!(job(&pool, ids[0]).await.0, "done");
 }

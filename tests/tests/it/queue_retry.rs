@@ -56,7 +56,7 @@ async fn failed_attempts_wait_out_a_growing_backoff_then_end_failed(pool: PgPool
         let outcome = Outcome::Retry {
             error: format!("boom {attempt}"),
         };
-        ack::complete_many(&pool, &[Completion { lease, outcome }], &policy)
+        ack::complete_many(&pool, &[Completion::new(lease, outcome)], &policy)
             .await
             .expect("ack");
         if attempt < 3 {
@@ -100,7 +100,7 @@ async fn snooze_delays_the_job_without_consuming_an_attempt(pool: PgPool) {
         delay: Duration::from_secs(2),
         reason: "Retry-After: 2".into(),
     };
-    ack::complete_many(&pool, &[Completion { lease, outcome }], &RetryPolicy::default())
+    ack::complete_many(&pool, &[Completion::new(lease, outcome)], &RetryPolicy::default())
         .await
         .expect("ack");
     let (state, attempts, errors) = job(&pool, ids[0]).await;

@@ -5,9 +5,9 @@ use url::Url;
 use linkpulse_shared::check::{Verdict, check_url};
 use linkpulse_shared::db::links::{self, CheckRecord};
 use linkpulse_shared::jobs::CheckLink;
-use linkpulse_shared::queue::{JobError, JobLease};
+use linkpulse_shared::queue::{JobError, JobLease, ReportSlot};
 
-use super::{AppState, db_error, polite};
+use super::{AppState, db_error, polite, report_verdict};
 
 /// Checks one link. Transient failures are retried through the queue's persisted backoff; only
 /// when the last attempt also fails does the check count as one failure.
@@ -19,12 +19,18 @@ use super::{AppState, db_error, polite};
 ///
 /// [`JobError::Retry`] for a transient failure with attempts left or a failed write-back;
 /// [`JobError::Fail`] for a stored URL that no longer parses.
-pub async fn check_link(state: &AppState, job: &CheckLink, lease: &JobLease) -> Result<(), JobError> {
+pub async fn check_link(
+    state: &AppState,
+    job: &CheckLink,
+    lease: &JobLease,
+    report: &ReportSlot,
+) -> Result<(), JobError> {
     let url = Url::parse(&job.url).map_err(|e| JobError::Fail(format!("stored URL {:?} is invalid: {e}", job.url)))?;
     let host = url.host_str().unwrap_or_default().to_owned();
     polite::respect_cooldown(state, &host).await?;
     let result = check_url(&state.fetcher, &state.pacer, &url).await;
     tracing::Span::current().record("verdict", result.verdict.as_str());
+    report_verdict(report, &result);
     if let Some(retry) = polite::rate_limited(state, &host, &result, lease).await? {
         return Err(retry);
     }

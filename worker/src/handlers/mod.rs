@@ -10,11 +10,12 @@ use apalis::prelude::Data;
 use sqlx::PgPool;
 use tracing::Instrument;
 
+use linkpulse_shared::check::CheckResult;
 use linkpulse_shared::config::Settings;
 use linkpulse_shared::fetch::Fetcher;
 use linkpulse_shared::github::GithubClient;
 use linkpulse_shared::jobs::LinkJob;
-use linkpulse_shared::queue::{JobError, JobLease};
+use linkpulse_shared::queue::{JobError, JobLease, JobReport, ReportSlot};
 use linkpulse_shared::telemetry;
 
 /// What every handler needs; built once per worker process.
@@ -41,7 +42,12 @@ pub struct AppState {
 /// # Errors
 ///
 /// [`JobError`] to retry, snooze or fail the job; a dead link is a result, not an error.
-pub async fn run_link_job(job: LinkJob, lease: JobLease, state: Data<Arc<AppState>>) -> Result<(), JobError> {
+pub async fn run_link_job(
+    job: LinkJob,
+    lease: JobLease,
+    report: ReportSlot,
+    state: Data<Arc<AppState>>,
+) -> Result<(), JobError> {
     let state: Arc<AppState> = (*state).clone();
     let span = job_span(&job, &lease);
     let last_attempt = lease.is_last_attempt();
@@ -52,8 +58,8 @@ pub async fn run_link_job(job: LinkJob, lease: JobLease, state: Data<Arc<AppStat
     let task = AbortOnDrop(tokio::spawn(
         async move {
             match job {
-                LinkJob::Check(check) => check::check_link(&state, &check, &lease).await,
-                LinkJob::Refresh(refresh) => refresh::refresh_link(&state, &refresh, &lease).await,
+                LinkJob::Check(check) => check::check_link(&state, &check, &lease, &report).await,
+                LinkJob::Refresh(refresh) => refresh::refresh_link(&state, &refresh, &lease, &report).await,
             }
         }
         .instrument(span.clone()),
@@ -122,6 +128,14 @@ fn record_outcome(span: &tracing::Span, result: &Result<(), JobError>, last_atte
     {
         telemetry::set_error(span, &error.to_string());
     }
+}
+
+/// Leaves a fetch's verdict and status code in the attempt's audit trail.
+fn report_verdict(slot: &ReportSlot, result: &CheckResult) {
+    slot.set(JobReport {
+        result: Some(result.verdict.as_str().to_owned()),
+        status_code: result.status_code.map(i32::from),
+    });
 }
 
 /// A database failure during write-back: retried (the write-back is idempotent per job).

@@ -12,9 +12,9 @@ use linkpulse_shared::fetch::FetchRequest;
 use linkpulse_shared::github::{GithubError, RepoLookup, RepoRef, parse_repo_url};
 use linkpulse_shared::jobs::RefreshLink;
 use linkpulse_shared::metadata::{self, MAX_HEAD_BYTES};
-use linkpulse_shared::queue::{JobError, JobLease};
+use linkpulse_shared::queue::{JobError, JobLease, JobReport, ReportSlot};
 
-use super::{AppState, db_error, polite};
+use super::{AppState, db_error, polite, report_verdict};
 
 /// Refreshes one link's metadata.
 ///
@@ -25,7 +25,12 @@ use super::{AppState, db_error, polite};
 ///
 /// [`JobError::Retry`] for transient failures with attempts left; [`JobError::Snooze`] when the
 /// GitHub API rate-limits us (not the link's fault, no attempt spent).
-pub async fn refresh_link(state: &AppState, job: &RefreshLink, lease: &JobLease) -> Result<(), JobError> {
+pub async fn refresh_link(
+    state: &AppState,
+    job: &RefreshLink,
+    lease: &JobLease,
+    report: &ReportSlot,
+) -> Result<(), JobError> {
     let url = Url::parse(&job.url).map_err(|e| JobError::Fail(format!("stored URL {:?} is invalid: {e}", job.url)))?;
     let Some(cache) = links::cache_state(&state.pool, job.link_id)
         .await
@@ -34,7 +39,7 @@ pub async fn refresh_link(state: &AppState, job: &RefreshLink, lease: &JobLease)
         tracing::info!("link was deleted; nothing to refresh");
         return Ok(());
     };
-    let mut record = page_metadata(state, &url, &cache, lease).await?;
+    let mut record = page_metadata(state, &url, &cache, lease, report).await?;
     github_metadata(state, &url, &cache, lease, &mut record).await?;
     links::record_refresh(&state.pool, job.link_id, lease.job_id, &record)
         .await
@@ -47,6 +52,7 @@ async fn page_metadata(
     url: &Url,
     cache: &CacheState,
     lease: &JobLease,
+    report: &ReportSlot,
 ) -> Result<RefreshRecord, JobError> {
     let mut headers = HeaderMap::new();
     headers.insert(
@@ -75,12 +81,19 @@ async fn page_metadata(
     state.pacer.wait(host).await;
     let fetched = state.fetcher.fetch(request).await;
     let verdict = classify(&fetched);
+    report_verdict(report, &verdict);
     if let Some(retry) = polite::rate_limited(state, host, &verdict, lease).await? {
         return Err(retry);
     }
     let response = match fetched {
         Ok(response) if response.status.is_success() => response,
-        Ok(response) if response.status == StatusCode::NOT_MODIFIED => return Ok(RefreshRecord::default()),
+        Ok(response) if response.status == StatusCode::NOT_MODIFIED => {
+            report.set(JobReport {
+                result: Some("not_modified".into()),
+                status_code: Some(304),
+            });
+            return Ok(RefreshRecord::default());
+        }
         _ if verdict.verdict == Verdict::Transient && !lease.is_last_attempt() => {
             return Err(JobError::Retry(verdict.reason));
         }
@@ -106,6 +119,10 @@ async fn page_metadata(
     };
     if verdict.verdict == Verdict::Blocked || metadata::is_challenge_page(&html) {
         // A challenge page's title ("Just a moment...") must never replace the real one.
+        report.set(JobReport {
+            result: Some("blocked".into()),
+            status_code: Some(i32::from(response.status.as_u16())),
+        });
         record.error = Some("refresh: bot challenge page, metadata kept".into());
         return Ok(record);
     }

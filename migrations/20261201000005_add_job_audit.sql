@@ -1,0 +1,12 @@
+-- The audit trail of a job: what its latest attempt found and how long it ran. Written by
+-- job_complete_many with the outcome, so a finished job (kept until LINKPULSE_RETAIN_DONE /
+-- LINKPULSE_RETAIN_FAILED) says what happened without a trip to the links table or the traces.
+ALTER TABLE queue_jobs
+    -- ok, dead, transient, blocked, not_modified (the handler's finding) or error (the attempt
+    -- failed before finding anything: poison payload, panic, database write)
+    ADD COLUMN result_class text,
+    -- HTTP status of the final response, when there was one
+    ADD COLUMN status_code  integer,
+    -- wall time of the latest attempt, from the handler's start to its outcome
+    ADD COLUMN duration_ms  integer CHECK (duration_ms >= 0);
+
