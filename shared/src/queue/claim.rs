@@ -8,18 +8,25 @@ use super::{ClaimedJob, QueueError};
 /// `job_claim_batch`.
 ///
 /// Locks, in order:
-/// 1. `candidates` locks up to `$3` ready rows in `(priority, run_at, id)` order with
-///    `FOR UPDATE SKIP LOCKED`, so concurrent claimers take disjoint rows and never wait on each
-///    other. Rows of a group whose slots all looked taken (in this statement's snapshot) are
-///    passed over, so a full group at the head of the queue does not starve the others.
+/// 1. `used` counts the taken slots of each group once (the slots table holds one row per running
+///    grouped job, so it is small), and `candidates` locks up to `$3` ready rows in
+///    `(priority, run_at, id)` order with `FOR UPDATE SKIP LOCKED`, so concurrent claimers take
+///    disjoint rows and never wait on each other. Rows of a group whose slots all looked taken (in
+///    this statement's snapshot) are passed over, so a full group at the head of the queue does
+///    not starve the others.
 /// 2. `taken` inserts one `queue_group_slots` row per grouped candidate, numbering the free slots
-///    of each group. A slot taken by a concurrent claim conflicts (`ON CONFLICT DO NOTHING` waits
-///    for that claim to commit, then skips): the job is simply not claimed this time. Inserts go in
-///    `(group_key, slot)` order so two claims wait on each other in one order, never in a cycle.
+///    of each group. A group that uses `u` slots and needs `k` more finds its `k` lowest free
+///    numbers among `1..=min(cap, u + k)`, so the search never grows with the cap. A slot taken by
+///    a concurrent claim conflicts (`ON CONFLICT DO NOTHING` waits for that claim to commit, then
+///    skips): the job is simply not claimed this time. Inserts go in `(group_key, slot)` order so
+///    two claims wait on each other in one order, never in a cycle.
 /// 3. The final `UPDATE` leases the ungrouped candidates and the grouped ones that got a slot.
 ///    The other candidates' row locks end with the statement and they stay queued.
 const JOB_CLAIM_BATCH: &str = r#"
-WITH candidates AS (
+WITH used AS (
+    SELECT group_key, count(*) AS n FROM queue_group_slots GROUP BY group_key
+),
+candidates AS (
     SELECT j.id, j.group_key, j.priority, j.run_at
     FROM queue_jobs j
     WHERE j.state = 'queued'
@@ -29,7 +36,7 @@ WITH candidates AS (
       -- or the next rescue would take the new jobs from it mid-run
       AND EXISTS (SELECT 1 FROM queue_workers w WHERE w.id = $1)
       AND (j.group_key IS NULL
-           OR (SELECT count(*) FROM queue_group_slots s WHERE s.group_key = j.group_key) < $4)
+           OR j.group_key NOT IN (SELECT u.group_key FROM used u WHERE u.n >= $4))
     ORDER BY j.priority, j.run_at, j.id
     LIMIT $3
     FOR UPDATE OF j SKIP LOCKED
@@ -40,11 +47,17 @@ grouped AS (
     FROM candidates c
     WHERE c.group_key IS NOT NULL
 ),
+needs AS (
+    SELECT g.group_key, count(*) AS needed, coalesce(max(u.n), 0) AS used
+    FROM grouped g
+    LEFT JOIN used u ON u.group_key = g.group_key
+    GROUP BY g.group_key
+),
 free_slots AS (
-    SELECT g.group_key, n AS slot, row_number() OVER (PARTITION BY g.group_key ORDER BY n) AS rank
-    FROM (SELECT DISTINCT group_key FROM grouped) g
-    CROSS JOIN generate_series(1, $4) AS n
-    WHERE NOT EXISTS (SELECT 1 FROM queue_group_slots s WHERE s.group_key = g.group_key AND s.slot = n)
+    SELECT nd.group_key, n AS slot, row_number() OVER (PARTITION BY nd.group_key ORDER BY n) AS rank
+    FROM needs nd
+    CROSS JOIN LATERAL generate_series(1, least($4::int8, nd.used + nd.needed)::int4) AS n
+    WHERE NOT EXISTS (SELECT 1 FROM queue_group_slots s WHERE s.group_key = nd.group_key AND s.slot = n)
 ),
 taken AS (
     INSERT INTO queue_group_slots (group_key, slot, job_id)

@@ -38,6 +38,10 @@ pub const LISTENER_APPLICATION_NAME: &str = "linkpulse-listener";
 
 /// Most completions written in one statement.
 const MAX_ACK_BATCH: usize = 2000;
+/// Most jobs one claim statement leases. A claim's time grows with its size, and the first jobs
+/// of a claim wait for the last to be locked: a start or a wake-up with thousands of jobs ready
+/// fills the buffer in several quick claims instead of one slow one, so handlers start sooner.
+const MAX_CLAIM_BATCH: usize = 256;
 
 /// How long shutdown keeps retrying to write the last completions before giving up (the jobs are
 /// then rescued and run again: at-least-once, never lost).
@@ -338,7 +342,7 @@ async fn fetch(inner: Arc<Inner>) {
             &inner.claim_pool,
             inner.id,
             &kinds,
-            room,
+            room.min(MAX_CLAIM_BATCH),
             inner.config.queue.host_concurrency,
         )
         .await;
@@ -353,7 +357,7 @@ async fn fetch(inner: Arc<Inner>) {
                 continue;
             }
         };
-        let full = jobs.len() == room;
+        let full = jobs.len() == room.min(MAX_CLAIM_BATCH);
         if !jobs.is_empty() {
             lock(&inner.buffer).extend(jobs);
             inner.consumer.wake();
