@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
 use linkpulse_shared::config::Settings;
+use linkpulse_shared::db::worker_connections;
 use nix::sys::resource::{UsageWho, getrusage};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::time::TimeVal;
@@ -155,12 +156,9 @@ fn worker_binary() -> anyhow::Result<PathBuf> {
 }
 
 /// Fails before anything is measured when the server cannot give the workers their pools: a
-/// worker opens up to `concurrency + 6` connections (one per running handler, plus the engine's),
-/// and a connection refused with "too many clients" fails the job that asked for it — with one
+/// worker opens up to [`worker_connections`] connections, and a connection refused with "too many clients" fails the job that asked for it — with one
 /// attempt per job, the link then stays unchecked and the run measures an error path.
 async fn ensure_connections(pool: &PgPool, settings: LinksSettings) -> anyhow::Result<()> {
-    /// Connections of a worker beyond its concurrency (`worker::app::run`).
-    const WORKER_EXTRA: usize = 6;
     const FREE: &str = "SELECT current_setting('max_connections')::int \
         - current_setting('superuser_reserved_connections')::int \
         - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int";
@@ -168,10 +166,14 @@ async fn ensure_connections(pool: &PgPool, settings: LinksSettings) -> anyhow::R
         .fetch_one(pool)
         .await
         .context("reading the server's free connections")?;
-    let needed: usize = settings.per_worker().iter().map(|c| c + WORKER_EXTRA).sum();
+    let needed: usize = settings
+        .per_worker()
+        .iter()
+        .map(|&c| usize::try_from(worker_connections(c)).unwrap_or(usize::MAX))
+        .sum();
     ensure!(
         usize::try_from(free).unwrap_or_default() >= needed,
-        "the workers may open {needed} connections (CONC + {WORKER_EXTRA} per worker) but the server has \
+        "the workers may open {needed} connections but the server has \
          {free} free: raise max_connections (bench/links-vs-lychee.sh starts a server of its own for this)"
     );
     Ok(())

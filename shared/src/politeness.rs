@@ -54,21 +54,6 @@ impl HostPacer {
     }
 }
 
-/// How long `host` is still cooling down, if it is.
-///
-/// # Errors
-///
-/// If the query fails.
-pub async fn cooldown_remaining(pool: &PgPool, host: &str) -> Result<Option<(Duration, String)>, sqlx::Error> {
-    let row: Option<(f64, String)> = sqlx::query_as(
-        "SELECT extract(epoch FROM until - now())::float8, reason FROM host_cooldowns WHERE host = $1 AND until > now()",
-    )
-    .bind(host)
-    .fetch_optional(pool)
-    .await?;
-    Ok(row.map(|(secs, reason)| (Duration::from_secs_f64(secs.max(0.0)), reason)))
-}
-
 /// Puts `host` on cool-down for `delay` (extending, never shortening, a current one).
 ///
 /// # Errors
@@ -85,6 +70,104 @@ pub async fn start_cooldown(pool: &PgPool, host: &str, delay: Duration, reason: 
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// How stale a worker's view of the pool's cool-downs may get: a 429 answered to another worker
+/// reaches this one's jobs within this time.
+pub const COOLDOWN_REFRESH: Duration = Duration::from_millis(500);
+
+/// A worker's view of `host_cooldowns`: every active cool-down, re-read at most once per
+/// [`COOLDOWN_REFRESH`] in one query instead of one lookup per job (almost always for a host that
+/// is not cooling down). Cool-downs this process starts are seen by its own jobs at once.
+#[derive(Debug)]
+pub struct Cooldowns {
+    pool: PgPool,
+    refresh_every: Duration,
+    snapshot: Mutex<Snapshot>,
+    /// One refresh at a time; the others wait for it and read its result.
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, Default)]
+struct Snapshot {
+    taken: Option<Instant>,
+    /// Host → (cool-down end, reason).
+    hosts: HashMap<String, (Instant, String)>,
+}
+
+impl Cooldowns {
+    /// A view of `pool`'s cool-downs, re-read every `refresh_every` (zero: on every lookup).
+    pub fn new(pool: PgPool, refresh_every: Duration) -> Self {
+        Self {
+            pool,
+            refresh_every,
+            snapshot: Mutex::new(Snapshot::default()),
+            refreshing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Snapshot> {
+        self.snapshot.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn is_stale(&self) -> bool {
+        self.lock()
+            .taken
+            .is_none_or(|taken| taken.elapsed() >= self.refresh_every)
+    }
+
+    /// How long `host` is still cooling down, if it is.
+    ///
+    /// # Errors
+    ///
+    /// If the snapshot was due for a refresh and the query failed.
+    pub async fn remaining(&self, host: &str) -> Result<Option<(Duration, String)>, sqlx::Error> {
+        if self.is_stale() {
+            let _one = self.refreshing.lock().await;
+            if self.is_stale() {
+                let rows: Vec<(String, f64, String)> = sqlx::query_as(
+                    "SELECT host, extract(epoch FROM until - now())::float8, reason FROM host_cooldowns WHERE until > now()",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                let now = Instant::now();
+                let hosts = rows
+                    .into_iter()
+                    .map(|(host, secs, reason)| (host, (now + Duration::from_secs_f64(secs.max(0.0)), reason)))
+                    .collect();
+                *self.lock() = Snapshot {
+                    taken: Some(now),
+                    hosts,
+                };
+            }
+        }
+        let now = Instant::now();
+        Ok(self
+            .lock()
+            .hosts
+            .get(host)
+            .filter(|(until, _)| *until > now)
+            .map(|(until, reason)| (*until - now, reason.clone())))
+    }
+
+    /// Puts `host` on cool-down for `delay`, pool-wide and at once for this process's jobs.
+    ///
+    /// # Errors
+    ///
+    /// If the statement fails; the local view is not changed then.
+    pub async fn start(&self, host: &str, delay: Duration, reason: &str) -> Result<(), sqlx::Error> {
+        start_cooldown(&self.pool, host, delay, reason).await?;
+        let until = Instant::now() + delay;
+        let mut snapshot = self.lock();
+        let entry = snapshot
+            .hosts
+            .entry(host.to_owned())
+            .or_insert_with(|| (until, reason.to_owned()));
+        if entry.0 < until {
+            *entry = (until, reason.to_owned());
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -8,9 +8,11 @@ use apalis::prelude::*;
 use tokio_util::sync::CancellationToken;
 
 use linkpulse_shared::config::Settings;
-use linkpulse_shared::fetch::Fetcher;
+use linkpulse_shared::db::{self, check_writer::CheckWriter};
+use linkpulse_shared::fetch::{FetchSettings, Fetcher};
 use linkpulse_shared::github::GithubClient;
 use linkpulse_shared::jobs::LinkJob;
+use linkpulse_shared::politeness::{COOLDOWN_REFRESH, Cooldowns};
 use linkpulse_shared::queue::{Engine, EngineConfig, JobArgs, PgBackend};
 use linkpulse_shared::shutdown::{Drained, run_until_drained};
 
@@ -31,12 +33,21 @@ pub async fn run(settings: Settings, concurrency: usize, stop: CancellationToken
     let concurrency = concurrency.max(1);
     // Before the first job: the ack layer records into whatever recorder is installed then.
     linkpulse_shared::metrics::install();
-    // Handlers, the engine's claim/ack/heartbeat and the health check each need a connection.
-    let max_connections = u32::try_from(concurrency + 6).unwrap_or(u32::MAX);
-    let pool = linkpulse_shared::db::connect(&settings.database_url, max_connections)
+    // The engine's acks, heartbeat, maintenance and the health check share a few connections
+    // (claims and the listener have their own). Handlers hold a connection only for their short
+    // write-back statements, so a handful serves hundreds of concurrent jobs and keeps a scaled-out
+    // pool of workers under the server's connection limit.
+    let pool = db::connect(&settings.database_url, db::WORKER_ENGINE_CONNECTIONS)
         .await
         .context("failed to connect to the database")?;
-    let fetcher = Fetcher::new(settings.fetch.clone()).context("failed to build the HTTP client")?;
+    let handler_pool = db::connect_deferred_commit(&settings.database_url, db::worker_handler_connections(concurrency))
+        .await
+        .context("failed to connect to the database")?;
+    let fetch_settings = FetchSettings {
+        max_idle_per_host: concurrency,
+        ..settings.fetch.clone()
+    };
+    let fetcher = Fetcher::new(fetch_settings).context("failed to build the HTTP client")?;
     let github = GithubClient::new(
         fetcher.client().clone(),
         settings.github_api_url.clone(),
@@ -62,8 +73,12 @@ pub async fn run(settings: Settings, concurrency: usize, stop: CancellationToken
     let timeout = job_timeout(&settings);
     let grace = settings.shutdown_grace;
     let pacer = linkpulse_shared::politeness::HostPacer::new(settings.host_interval);
+    let cooldowns = Cooldowns::new(handler_pool.clone(), COOLDOWN_REFRESH);
+    let checks = CheckWriter::start(handler_pool.clone(), settings.failure_threshold);
     let state = Arc::new(AppState {
-        pool,
+        checks,
+        pool: handler_pool,
+        cooldowns,
         fetcher,
         github,
         pacer,

@@ -258,75 +258,6 @@ pub struct CheckRecord {
     pub counts_as_failure: bool,
 }
 
-/// `link_record_check`: writes a check's result. Idempotent per job: a replay of `job_id` (an
-/// attempt that completed twice) leaves the row as the first write left it.
-///
-/// Status: a success resets failures and restores `active` (an `archived` link stays archived);
-/// a counted failure increments them and at `threshold` makes the link `inaccessible`; a
-/// blocked result changes neither.
-///
-/// Traced as `db.write_back`; the current trace id (the job's) is stored as `last_trace_id`, so
-/// `links show` can point at the trace that produced this result.
-///
-/// # Errors
-///
-/// If the statement fails.
-#[tracing::instrument(
-    name = "db.write_back",
-    skip_all,
-    fields(
-        db.system.name = "postgresql",
-        db.operation.name = "link_record_check",
-        link.id = link_id,
-        job.id = job_id,
-        outcome = record.outcome,
-        applied = tracing::field::Empty,
-    )
-)]
-pub async fn record_check(
-    pool: &PgPool,
-    link_id: i64,
-    job_id: i64,
-    record: &CheckRecord,
-    threshold: i32,
-) -> Result<bool, sqlx::Error> {
-    let result = sqlx::query(
-        "WITH next AS (
-            SELECT id,
-                   CASE WHEN $3 = 'ok' THEN 0
-                        WHEN $6 THEN consecutive_failures + 1
-                        ELSE consecutive_failures END AS failures
-            FROM links WHERE id = $1
-         )
-         UPDATE links l
-         SET last_checked_at = now(),
-             last_check_job_id = $2,
-             last_outcome = $3,
-             last_status_code = $4,
-             last_error = $5,
-             consecutive_failures = next.failures,
-             last_trace_id = $8,
-             status = CASE WHEN l.status = 'archived' THEN 'archived'
-                           WHEN $3 = 'ok' AND l.status = 'inaccessible' THEN 'active'
-                           WHEN next.failures >= $7 THEN 'inaccessible'
-                           ELSE l.status END,
-             updated_at = now()
-         FROM next
-         WHERE l.id = next.id AND l.last_check_job_id IS DISTINCT FROM $2",
-    )
-    .bind(link_id)
-    .bind(job_id)
-    .bind(record.outcome)
-    .bind(record.status_code.map(i32::from))
-    .bind(record.error.as_deref())
-    .bind(record.counts_as_failure)
-    .bind(threshold)
-    .bind(crate::telemetry::current_trace_id())
-    .execute(pool)
-    .await;
-    written(result)
-}
-
 /// Records on the `db.write_back` span whether the row changed (`false`: a replay of a job
 /// already written) or why the statement failed.
 fn written(result: Result<sqlx::postgres::PgQueryResult, sqlx::Error>) -> Result<bool, sqlx::Error> {
@@ -390,9 +321,9 @@ pub struct GithubRecord {
 }
 
 /// `link_record_refresh`: fill-only write of a refresh; idempotent per job like
-/// [`record_check`]. GitHub `archived` makes the link `archived`; a missing repository makes it
+/// [`CheckWriter::record`](super::check_writer::CheckWriter::record). GitHub `archived` makes the link `archived`; a missing repository makes it
 /// `repo_unavailable`; a repository found again restores `active`. Traced as `db.write_back`,
-/// storing the job's trace id like [`record_check`].
+/// storing the job's trace id like [`CheckWriter::record`](super::check_writer::CheckWriter::record).
 ///
 /// # Errors
 ///

@@ -22,6 +22,51 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
         .await
 }
 
+/// Connections of a worker's engine pool: acks, heartbeats, maintenance and `/readyz`.
+pub const WORKER_ENGINE_CONNECTIONS: u32 = 4;
+/// Most connections a worker's handlers use, whatever its concurrency: they hold one only for a
+/// short statement, and check results are written in batches.
+pub const WORKER_MAX_HANDLER_CONNECTIONS: usize = 16;
+
+/// Handler connections of a worker running `concurrency` jobs at once.
+pub fn worker_handler_connections(concurrency: usize) -> u32 {
+    u32::try_from(concurrency.clamp(1, WORKER_MAX_HANDLER_CONNECTIONS)).unwrap_or(1)
+}
+
+/// Most connections one worker process opens: its handler and engine pools, plus the engine's
+/// claim and `LISTEN` connections.
+pub fn worker_connections(concurrency: usize) -> u32 {
+    worker_handler_connections(concurrency) + WORKER_ENGINE_CONNECTIONS + 2
+}
+
+/// Opens a pool whose commits do not wait for their WAL flush (`synchronous_commit = off`), for
+/// the worker's link write-backs.
+///
+/// Durable all the same: a write-back is followed by its job's completion, committed
+/// synchronously on the engine's pool, and flushing that commit flushes all WAL before it, the
+/// write-back included. A database crash between the two loses both, and the job — still
+/// `running` — is rescued and runs again; the write-back is idempotent per job. What it saves is
+/// one WAL flush per job, the largest cost of a check on a small machine.
+///
+/// Connections are not pinged before each use (`test_before_acquire(false)`): that ping is a
+/// round trip per statement, and a connection that did die fails its statement, which retries the
+/// job through the queue.
+///
+/// # Errors
+///
+/// If the URL is invalid or the first connection fails.
+pub async fn connect_deferred_commit(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    let options: PgConnectOptions = url.parse()?;
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .test_before_acquire(false)
+        // Not `tuned`: these are single-row statements by primary key, whose generic plan is the
+        // custom one, so the default plan cache saves planning them on every execution.
+        .connect_with(options.options([("jit", "off"), ("synchronous_commit", "off")]))
+        .await
+}
+
 /// Session settings for an OLTP workload of short statements:
 /// - `jit = off`: JIT compilation costs tens of milliseconds and a claim of 64 rows never earns
 ///   that back; cost estimates of `LIMIT $n` in generic plans can still cross `jit_above_cost`.
@@ -40,4 +85,5 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
 }
 
+pub mod check_writer;
 pub mod links;

@@ -32,6 +32,10 @@ pub struct FetchSettings {
     pub user_agent: String,
     /// Who may be reached.
     pub guard: GuardPolicy,
+    /// Kept-alive connections per host. A worker sets it to its concurrency — as many requests
+    /// to one host as can be in flight — so a host checked in bulk is not re-dialled per request;
+    /// the per-host cap and pacing normally keep the real number far lower.
+    pub max_idle_per_host: usize,
 }
 
 impl Default for FetchSettings {
@@ -40,6 +44,7 @@ impl Default for FetchSettings {
             timeout: DEFAULT_HTTP_TIMEOUT,
             user_agent: DEFAULT_USER_AGENT.to_owned(),
             guard: GuardPolicy::default(),
+            max_idle_per_host: DEFAULT_MAX_IDLE_PER_HOST,
         }
     }
 }
@@ -119,6 +124,9 @@ pub struct Fetcher {
     settings: Arc<FetchSettings>,
 }
 
+/// Idle connections kept per host unless the settings say otherwise.
+pub const DEFAULT_MAX_IDLE_PER_HOST: usize = 64;
+
 impl Fetcher {
     /// Builds the client: guarded resolver, no environment proxies, no automatic redirects,
     /// gzip/brotli/deflate decoding, HTTP/1.1 and HTTP/2.
@@ -135,7 +143,7 @@ impl Fetcher {
             .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
             .timeout(settings.timeout)
             .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(4)
+            .pool_max_idle_per_host(settings.max_idle_per_host)
             .http1_max_headers(200)
             .build()
             .map_err(|e| FetchError::Local(format!("cannot build HTTP client: {e}")))?;

@@ -3,11 +3,11 @@
 use url::Url;
 
 use linkpulse_shared::check::{Verdict, check_url};
-use linkpulse_shared::db::links::{self, CheckRecord};
+use linkpulse_shared::db::links::CheckRecord;
 use linkpulse_shared::jobs::CheckLink;
 use linkpulse_shared::queue::{JobError, JobLease, ReportSlot};
 
-use super::{AppState, db_error, polite, report_verdict};
+use super::{AppState, polite, report_verdict};
 
 /// Checks one link. Transient failures are retried through the queue's persisted backoff; only
 /// when the last attempt also fails does the check count as one failure.
@@ -43,14 +43,10 @@ pub async fn check_link(
         error: (result.verdict != Verdict::Ok).then(|| result.reason.clone()),
         counts_as_failure: matches!(result.verdict, Verdict::Dead | Verdict::Transient),
     };
-    links::record_check(
-        &state.pool,
-        job.link_id,
-        lease.job_id,
-        &record,
-        state.settings.failure_threshold,
-    )
-    .await
-    .map_err(|e| db_error("writing the check result", e))?;
+    state
+        .checks
+        .record(job.link_id, lease.job_id, record)
+        .await
+        .map_err(|e| JobError::Retry(e.to_string()))?;
     Ok(())
 }

@@ -29,6 +29,10 @@ pub struct AppState {
     pub github: GithubClient,
     /// Minimum gap between requests to one host from this process.
     pub pacer: linkpulse_shared::politeness::HostPacer,
+    /// Batched write-back of check results.
+    pub checks: linkpulse_shared::db::check_writer::CheckWriter,
+    /// The pool's host cool-downs, as this worker last read them.
+    pub cooldowns: linkpulse_shared::politeness::Cooldowns,
     /// Settings in force.
     pub settings: Settings,
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use linkpulse_shared::check::{CheckResult, MAX_RETRY_AFTER};
-use linkpulse_shared::politeness::{DEFAULT_COOLDOWN, cooldown_remaining, start_cooldown};
+use linkpulse_shared::politeness::DEFAULT_COOLDOWN;
 use linkpulse_shared::queue::{JobError, JobLease};
 
 use super::{AppState, db_error};
@@ -16,7 +16,9 @@ use super::{AppState, db_error};
 ///
 /// [`JobError::Snooze`] while the host cools down; [`JobError::Retry`] if the lookup fails.
 pub async fn respect_cooldown(state: &AppState, host: &str) -> Result<(), JobError> {
-    match cooldown_remaining(&state.pool, host)
+    match state
+        .cooldowns
+        .remaining(host)
         .await
         .map_err(|e| db_error("reading host cool-down", e))?
     {
@@ -49,7 +51,9 @@ pub async fn rate_limited(
         .retry_after
         .unwrap_or(DEFAULT_COOLDOWN)
         .clamp(Duration::from_secs(1), MAX_RETRY_AFTER);
-    start_cooldown(&state.pool, host, delay, &result.reason)
+    state
+        .cooldowns
+        .start(host, delay, &result.reason)
         .await
         .map_err(|e| db_error("writing host cool-down", e))?;
     tracing::warn!(host, delay = ?delay, status = result.status_code, "host asked us to back off");

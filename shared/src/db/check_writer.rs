@@ -1,0 +1,196 @@
+//! Check write-backs in batches: the results of many concurrent checks in one statement.
+//!
+//! A check's own work is one HTTP request; writing its result one row per statement made the
+//! database the bottleneck of a busy worker (a statement's fixed cost — round trip, parse,
+//! executor start, commit — dwarfs updating one row). Handlers hand their result to a
+//! [`CheckWriter`] and wait for it to be written: whatever arrives while a batch is in flight
+//! forms the next one, so a quiet worker writes at once and a busy one writes hundreds per
+//! statement. Each handler still waits for its own row, so a job is acknowledged only after its
+//! result is stored, and the handler's `db.write_back` span covers the wait.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::links::CheckRecord;
+
+/// Most results in one statement.
+const MAX_BATCH: usize = 512;
+/// Batches in flight at once: while one waits on the database the next one fills.
+const MAX_IN_FLIGHT: usize = 4;
+/// Results waiting for a batch before handlers wait to hand theirs over.
+const CHANNEL_CAPACITY: usize = 4096;
+
+/// Why a result was not written.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum WriteError {
+    /// The batch's statement failed (none of the batch was written).
+    #[error("writing the check result: {0}")]
+    Database(String),
+    /// The writer's task is gone (the worker is shutting down).
+    #[error("writing the check result: the writer has stopped")]
+    Stopped,
+}
+
+/// One check result on its way to the database.
+#[derive(Debug)]
+struct Pending {
+    link_id: i64,
+    job_id: i64,
+    record: CheckRecord,
+    trace_id: Option<String>,
+    reply: oneshot::Sender<Result<bool, WriteError>>,
+}
+
+/// Writes check results in batches; cheap to clone, one per worker process.
+#[derive(Debug, Clone)]
+pub struct CheckWriter {
+    tx: mpsc::Sender<Pending>,
+}
+
+impl CheckWriter {
+    /// Starts the writer's task on `pool`; `threshold` consecutive counted failures make a link
+    /// `inaccessible`. The task ends when every clone of the writer is dropped.
+    pub fn start(pool: PgPool, threshold: i32) -> Self {
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        tokio::spawn(run(pool, threshold, rx));
+        Self { tx }
+    }
+
+    /// Writes one check's result and waits until its batch is committed. Returns whether the
+    /// row changed (`false`: a replay of a job already written, or a link deleted meanwhile).
+    ///
+    /// Same rules as one statement per result: idempotent per job; a success resets failures
+    /// and restores `active` (an `archived` link stays archived); a counted failure increments
+    /// them and at the threshold makes the link `inaccessible`; a blocked result changes
+    /// neither. The current trace id (the job's) is stored as `last_trace_id`.
+    ///
+    /// # Errors
+    ///
+    /// [`WriteError`] if the batch failed or the writer stopped; the job should be retried.
+    #[tracing::instrument(
+        name = "db.write_back",
+        skip_all,
+        fields(
+            db.system.name = "postgresql",
+            db.operation.name = "link_record_check",
+            link.id = link_id,
+            job.id = job_id,
+            outcome = record.outcome,
+            applied = tracing::field::Empty,
+        )
+    )]
+    pub async fn record(&self, link_id: i64, job_id: i64, record: CheckRecord) -> Result<bool, WriteError> {
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            link_id,
+            job_id,
+            record,
+            trace_id: crate::telemetry::current_trace_id(),
+            reply,
+        };
+        let result = match self.tx.send(pending).await {
+            Ok(()) => answer.await.unwrap_or(Err(WriteError::Stopped)),
+            Err(_) => Err(WriteError::Stopped),
+        };
+        let span = tracing::Span::current();
+        match &result {
+            Ok(applied) => {
+                span.record("applied", applied);
+            }
+            Err(error) => crate::telemetry::set_error(&span, &error.to_string()),
+        }
+        result
+    }
+}
+
+async fn run(pool: PgPool, threshold: i32, mut rx: mpsc::Receiver<Pending>) {
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    loop {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = rx.recv().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(pending) => batch.push(pending),
+                Err(_) => break,
+            }
+        }
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let result = write_batch(&pool, threshold, &batch).await;
+            for pending in batch {
+                let answer = match &result {
+                    Ok(applied) => Ok(applied.contains(&pending.job_id)),
+                    Err(error) => Err(error.clone()),
+                };
+                // A handler that gave up (its job timed out) no longer listens: nothing to do.
+                let _ = pending.reply.send(answer);
+            }
+        });
+    }
+}
+
+/// `link_record_check_many`: a batch of results in one statement. Of two results for one link
+/// in a batch (a rescued job's stale attempt and its new one) the later job's wins.
+const LINK_RECORD_CHECK_MANY: &str = r#"
+UPDATE links l
+SET last_checked_at = now(),
+    last_check_job_id = u.job_id,
+    last_outcome = u.outcome,
+    last_status_code = u.status_code,
+    last_error = u.error,
+    consecutive_failures = u.failures,
+    last_trace_id = u.trace_id,
+    status = CASE WHEN l.status = 'archived' THEN 'archived'
+                  WHEN u.outcome = 'ok' AND l.status = 'inaccessible' THEN 'active'
+                  WHEN u.failures >= $8 THEN 'inaccessible'
+                  ELSE l.status END,
+    updated_at = now()
+FROM (
+    SELECT DISTINCT ON (t.link_id) t.*,
+           CASE WHEN t.outcome = 'ok' THEN 0
+                WHEN t.counts THEN c.consecutive_failures + 1
+                ELSE c.consecutive_failures END AS failures
+    FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int4[], $5::text[], $6::bool[], $7::text[])
+         AS t(link_id, job_id, outcome, status_code, error, counts, trace_id)
+    JOIN links c ON c.id = t.link_id
+    ORDER BY t.link_id, t.job_id DESC
+) u
+WHERE l.id = u.link_id AND l.last_check_job_id IS DISTINCT FROM u.job_id
+RETURNING u.job_id
+"#;
+
+/// Writes `batch`; returns the job ids whose row changed.
+async fn write_batch(pool: &PgPool, threshold: i32, batch: &[Pending]) -> Result<HashSet<i64>, WriteError> {
+    // Rows in link order: the plan that joins them to `links` by primary key then locks in that
+    // order, so two batches could not deadlock even if they ever shared a link.
+    let mut sorted: Vec<&Pending> = batch.iter().collect();
+    sorted.sort_by_key(|p| p.link_id);
+    let rows: Vec<(i64,)> = sqlx::query_as(LINK_RECORD_CHECK_MANY)
+        .bind(sorted.iter().map(|p| p.link_id).collect::<Vec<_>>())
+        .bind(sorted.iter().map(|p| p.job_id).collect::<Vec<_>>())
+        .bind(sorted.iter().map(|p| p.record.outcome).collect::<Vec<_>>())
+        .bind(
+            sorted
+                .iter()
+                .map(|p| p.record.status_code.map(i32::from))
+                .collect::<Vec<_>>(),
+        )
+        .bind(sorted.iter().map(|p| p.record.error.as_deref()).collect::<Vec<_>>())
+        .bind(sorted.iter().map(|p| p.record.counts_as_failure).collect::<Vec<_>>())
+        .bind(sorted.iter().map(|p| p.trace_id.as_deref()).collect::<Vec<_>>())
+        .bind(threshold)
+        .fetch_all(pool)
+        .await
+        .map_err(|e| WriteError::Database(crate::queue::backend::error_chain(&e)))?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}

@@ -1,0 +1,72 @@
+//! Host cool-downs across workers: one worker's 429 holds back every worker's jobs of that host.
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+
+use linkpulse_shared::politeness::Cooldowns;
+
+const REFRESH: Duration = Duration::from_millis(200);
+
+#[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
+async fn a_cooldown_started_by_one_worker_reaches_the_others_within_the_refresh(pool: PgPool) {
+    let a = Cooldowns::new(pool.clone(), REFRESH);
+    let b = Cooldowns::new(pool.clone(), REFRESH);
+    assert_eq!(
+        b.remaining("busy.test").await.expect("lookup"),
+        None,
+        "nothing cools down yet"
+    );
+
+    a.start("busy.test", Duration::from_secs(30), "HTTP 429")
+        .await
+        .expect("start");
+    let (left, reason) = a
+        .remaining("busy.test")
+        .await
+        .expect("lookup")
+        .expect("own cool-down at once");
+    assert!(left > Duration::from_secs(29), "{left:?}");
+    assert_eq!(reason, "HTTP 429");
+
+    // The other worker read its snapshot before the 429; it sees it once the snapshot is stale.
+    tokio::time::sleep(REFRESH + Duration::from_millis(50)).await;
+    let (left, reason) = b
+        .remaining("busy.test")
+        .await
+        .expect("lookup")
+        .expect("seen by the other worker");
+    assert!(
+        left > Duration::from_secs(28) && left <= Duration::from_secs(30),
+        "{left:?}"
+    );
+    assert_eq!(reason, "HTTP 429");
+    assert_eq!(
+        b.remaining("calm.test").await.expect("lookup"),
+        None,
+        "other hosts are not held"
+    );
+
+    // A shorter cool-down never shortens a running one, in the database or locally.
+    a.start("busy.test", Duration::from_secs(1), "short")
+        .await
+        .expect("start");
+    let (left, _) = a.remaining("busy.test").await.expect("lookup").expect("still cooling");
+    assert!(left > Duration::from_secs(28), "{left:?}");
+    let fresh = Cooldowns::new(pool.clone(), REFRESH);
+    let (left, _) = fresh.remaining("busy.test").await.expect("lookup").expect("stored");
+    assert!(left > Duration::from_secs(28), "{left:?}");
+}
+
+#[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
+async fn a_cooldown_ends_on_time(pool: PgPool) {
+    let a = Cooldowns::new(pool.clone(), REFRESH);
+    a.start("brief.test", Duration::from_millis(300), "Retry-After: 0.3")
+        .await
+        .expect("start");
+    assert!(a.remaining("brief.test").await.expect("lookup").is_some());
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(a.remaining("brief.test").await.expect("lookup"), None);
+    let other = Cooldowns::new(pool, REFRESH);
+    assert_eq!(other.remaining("brief.test").await.expect("lookup"), None);
+}

@@ -1,0 +1,131 @@
+//! Batched check write-backs: the same rules as one statement per result, at any concurrency.
+
+use sqlx::PgPool;
+
+use linkpulse_shared::db::check_writer::CheckWriter;
+use linkpulse_shared::db::links::{self, CheckRecord, Link, LinkRef};
+use linkpulse_shared::link_url::parse_link;
+
+const THRESHOLD: i32 = 3;
+
+async fn add_links(pool: &PgPool, n: usize) -> Vec<i64> {
+    let urls: Vec<_> = (0..n)
+        .map(|i| parse_link(&format!("https://site{i}.example/page")).expect("url"))
+        .collect();
+    links::insert_many(pool, &urls).await.expect("insert");
+    let mut ids = Vec::new();
+    for url in urls {
+        ids.push(link(pool, LinkRef::Url(url.url.to_string())).await.id);
+    }
+    ids
+}
+
+async fn link(pool: &PgPool, by: LinkRef) -> Link {
+    links::find(pool, &by).await.expect("find").expect("link exists")
+}
+
+fn result(outcome: &'static str, status: u16) -> CheckRecord {
+    CheckRecord {
+        outcome,
+        status_code: Some(status),
+        error: (outcome != "ok").then(|| format!("HTTP {status}")),
+        counts_as_failure: matches!(outcome, "dead" | "transient"),
+    }
+}
+
+#[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
+async fn hundreds_of_concurrent_results_are_each_written_once(pool: PgPool) {
+    let ids = add_links(&pool, 300).await;
+    let writer = CheckWriter::start(pool.clone(), THRESHOLD);
+    let tasks: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, &link_id)| {
+            let writer = writer.clone();
+            let job_id = 1000 + i64::try_from(i).expect("small");
+            let outcome = if i % 3 == 0 {
+                result("dead", 404)
+            } else {
+                result("ok", 200)
+            };
+            tokio::spawn(async move { writer.record(link_id, job_id, outcome).await })
+        })
+        .collect();
+    for task in tasks {
+        assert!(task.await.expect("task").expect("written"));
+    }
+    let (ok, dead, failures): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE last_outcome = 'ok' AND last_status_code = 200),
+                count(*) FILTER (WHERE last_outcome = 'dead' AND last_status_code = 404 AND last_error = 'HTTP 404'),
+                sum(consecutive_failures)
+         FROM links",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("counts");
+    assert_eq!((ok, dead, failures), (200, 100, 100));
+
+    // A replay of a job already written changes nothing and says so.
+    assert!(!writer.record(ids[0], 1000, result("dead", 404)).await.expect("replay"));
+    assert_eq!(link(&pool, LinkRef::Id(ids[0])).await.consecutive_failures, 1);
+    // A link deleted meanwhile is not an error: there is nothing to write.
+    sqlx::query("DELETE FROM links WHERE id = $1")
+        .bind(ids[1])
+        .execute(&pool)
+        .await
+        .expect("delete");
+    assert!(
+        !writer
+            .record(ids[1], 5000, result("ok", 200))
+            .await
+            .expect("deleted link")
+    );
+}
+
+#[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
+async fn failures_count_up_to_inaccessible_blocked_is_neutral_and_a_success_restores(pool: PgPool) {
+    let ids = add_links(&pool, 2).await;
+    let (id, archived) = (ids[0], ids[1]);
+    let writer = CheckWriter::start(pool.clone(), THRESHOLD);
+    let mut job = 0;
+    let mut write = |outcome, status| {
+        job += 1;
+        let writer = writer.clone();
+        let job_id = job;
+        async move { writer.record(id, job_id, result(outcome, status)).await.expect("write") }
+    };
+    write("dead", 404).await;
+    write("transient", 503).await;
+    let now = link(&pool, LinkRef::Id(id)).await;
+    assert_eq!((now.status.as_str(), now.consecutive_failures), ("active", 2));
+    write("blocked", 403).await;
+    let now = link(&pool, LinkRef::Id(id)).await;
+    assert_eq!(
+        (now.status.as_str(), now.consecutive_failures),
+        ("active", 2),
+        "blocked is no evidence"
+    );
+    assert_eq!(now.last_outcome.as_deref(), Some("blocked"));
+    write("dead", 410).await;
+    let now = link(&pool, LinkRef::Id(id)).await;
+    assert_eq!((now.status.as_str(), now.consecutive_failures), ("inaccessible", 3));
+    write("ok", 200).await;
+    let now = link(&pool, LinkRef::Id(id)).await;
+    assert_eq!((now.status.as_str(), now.consecutive_failures), ("active", 0));
+    assert_eq!(now.last_error, None);
+
+    // An archived link stays archived whatever its checks say.
+    sqlx::query("UPDATE links SET status = 'archived' WHERE id = $1")
+        .bind(archived)
+        .execute(&pool)
+        .await
+        .expect("archive");
+    for job_id in 100..104 {
+        writer
+            .record(archived, job_id, result("dead", 404))
+            .await
+            .expect("write");
+    }
+    let now = link(&pool, LinkRef::Id(archived)).await;
+    assert_eq!((now.status.as_str(), now.consecutive_failures), ("archived", 4));
+}
