@@ -40,6 +40,7 @@ async fn dashboard_requeues_a_failed_job_from_the_browser(pool: PgPool) {
     app.run_cycle().await;
     sqlx::query(
         "UPDATE queue_jobs SET state = 'failed', finished_at = now(), attempts = max_attempts, \
+         result_class = 'transient', status_code = 503, duration_ms = 42, \
          errors = errors || '[{\"error\":\"HTTP 503 from the test\"}]'::jsonb",
     )
     .execute(&app.pool)
@@ -111,7 +112,25 @@ async fn dashboard_requeues_a_failed_job_from_the_browser(pool: PgPool) {
         .find(Locator::Id(&format!("job-{job_id}")))
         .await
         .expect("failed job row");
-    assert!(row.text().await.expect("text").contains("HTTP 503 from the test"));
+    let text = row.text().await.expect("text");
+    assert!(text.contains("HTTP 503 from the test"), "{text}");
+    // The audit trail: result class, status code and duration of the final attempt.
+    assert!(
+        text.contains("transient") && text.contains("503") && text.contains("42 ms"),
+        "{text}"
+    );
+    let failed_24h = client
+        .find(Locator::Css("#queue-check td[data-stat=failed_24h]"))
+        .await
+        .expect("queue table")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(failed_24h, "2");
+    client
+        .find(Locator::Id(&format!("finished-{job_id}")))
+        .await
+        .expect("the job in the recently finished table");
 
     // Sign in (sets the cookie), then requeue exactly that job.
     client
@@ -128,7 +147,13 @@ async fn dashboard_requeues_a_failed_job_from_the_browser(pool: PgPool) {
         .click()
         .await
         .expect("sign in");
-    client.find(Locator::Id("session")).await.expect("signed in");
+    // A click returns before the navigation it starts ends: wait for the signed-in page.
+    client
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Id("session"))
+        .await
+        .expect("signed in");
     client
         .find(Locator::Id(&format!("requeue-{job_id}")))
         .await
@@ -148,15 +173,23 @@ async fn dashboard_requeues_a_failed_job_from_the_browser(pool: PgPool) {
     .await;
     assert_eq!(count_state(&app.pool, "failed").await, 1, "only the clicked job moved");
 
-    // The page we were redirected to shows it: one queued, one failed, the row gone.
-    let queued = client
-        .find(Locator::Css("#queue-check td[data-state=queued]"))
-        .await
-        .expect("queue table")
-        .text()
-        .await
-        .expect("text");
-    assert_eq!(queued, "1");
+    // The page we were redirected to shows it: one queued, one failed, the row gone. The old page
+    // has the same table, so wait for the new count rather than for the element.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let queued = match client.find(Locator::Css("#queue-check td[data-state=queued]")).await {
+            Ok(cell) => cell.text().await.ok(),
+            Err(_) => None,
+        };
+        if queued.as_deref() == Some("1") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the page never showed one queued job (last: {queued:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let source = client.source().await.expect("page source");
     assert!(
         !source.contains(&format!("id=\"job-{job_id}\"")),
