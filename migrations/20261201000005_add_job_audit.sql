@@ -7,6 +7,9 @@ ALTER TABLE queue_jobs
     ADD COLUMN result_class text,
     -- HTTP status of the final response, when there was one
     ADD COLUMN status_code  integer,
+    -- the handler's reason for any result but ok ("HTTP 404: Not Found", "no such host"): a done
+    -- check that found a dead link has no error of its own, only this
+    ADD COLUMN result_detail text,
     -- wall time of the latest attempt, from the handler's start to its outcome
     ADD COLUMN duration_ms  integer CHECK (duration_ms >= 0);
 

@@ -142,13 +142,13 @@ async fn page(State(state): State<AdminState>, headers: HeaderMap) -> Result<Htm
             job.max_attempts,
             audit_cells(job),
             job.finished_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
-            escape(job.last_error.as_deref().unwrap_or("")),
+            escape(job.problem().unwrap_or("")),
             id = job.id,
         );
     }
     html.push_str("</table>");
 
-    html.push_str("<h2>Recently finished jobs</h2><table id=finished><tr><th>id</th><th>kind</th><th>state</th><th>link</th><th>attempts</th><th>result</th><th>code</th><th>duration</th><th>finished</th><th>error</th></tr>");
+    html.push_str("<h2>Recently finished jobs</h2><table id=finished><tr><th>id</th><th>kind</th><th>state</th><th>link</th><th>attempts</th><th>result</th><th>code</th><th>duration</th><th>finished</th><th>error / reason</th></tr>");
     for job in &finished {
         let _ = write!(
             html,
@@ -160,7 +160,7 @@ async fn page(State(state): State<AdminState>, headers: HeaderMap) -> Result<Htm
             job.max_attempts,
             audit_cells(job),
             job.finished_at.map(|t| t.to_rfc3339()).unwrap_or_default(),
-            escape(job.last_error.as_deref().unwrap_or("")),
+            escape(job.problem().unwrap_or("")),
             id = job.id,
         );
     }

@@ -72,7 +72,7 @@ pub async fn list(
     }
     writeln!(
         out,
-        "{:>10}  {:<8} {:<8} {:<10} {:>8}  {:<10} {:>4} {:>9}  {:<20}  {:<32}  LAST ERROR",
+        "{:>10}  {:<8} {:<8} {:<10} {:>8}  {:<10} {:>4} {:>9}  {:<20}  {:<32}  ERROR / REASON",
         "ID", "KIND", "STATE", "LINK", "ATTEMPTS", "RESULT", "CODE", "DURATION", "AT", "TRACE"
     )
     .map_err(io)?;
@@ -91,7 +91,7 @@ pub async fn list(
             j.duration_ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms}ms")),
             job_time(j).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             j.trace_id.as_deref().unwrap_or("-"),
-            j.last_error.as_deref().unwrap_or("")
+            j.problem().unwrap_or("")
         )
         .map_err(io)?;
     }

@@ -149,7 +149,7 @@ fn storable(error: &str) -> String {
 
 /// `job_complete_many`: every outcome of a batch in one statement.
 ///
-/// `result_class`, `status_code` and `duration_ms` describe the latest attempt: the audit trail of
+/// `result_class`, `status_code`, `result_detail` and `duration_ms` describe the latest attempt: the audit trail of
 /// a finished job, and what a retrying job found last time.
 ///
 /// Locks the listed job rows. The `WHERE` keeps only rows still leased by the same owner for the
@@ -169,10 +169,12 @@ SET state = u.state,
     finished_at = CASE WHEN u.state IN ('done', 'failed') THEN now() END,
     result_class = u.result_class,
     status_code = u.status_code,
+    result_detail = u.result_detail,
     duration_ms = u.duration_ms
 FROM unnest($1::int8[], $2::uuid[], $3::int4[], $4::text[], $5::int8[], $6::bool[], $7::text[], $8::text[],
-            $9::text[], $10::int4[], $11::int4[])
-     AS u(id, owner, attempt, state, delay_ms, refund, error_kind, error, result_class, status_code, duration_ms)
+            $9::text[], $10::int4[], $11::text[], $12::int4[])
+     AS u(id, owner, attempt, state, delay_ms, refund, error_kind, error, result_class, status_code, result_detail,
+          duration_ms)
 WHERE j.id = u.id
   AND j.state = 'running'
   AND j.lease_owner = u.owner
@@ -200,6 +202,7 @@ pub async fn complete_many(pool: &PgPool, completions: &[Completion], policy: &R
     let mut errors = Vec::with_capacity(n);
     let mut results = Vec::with_capacity(n);
     let mut codes = Vec::with_capacity(n);
+    let mut details = Vec::with_capacity(n);
     let mut durations = Vec::with_capacity(n);
     // Lock rows in id order so two statements over overlapping jobs cannot deadlock.
     let mut sorted: Vec<&Completion> = completions.iter().collect();
@@ -216,6 +219,7 @@ pub async fn complete_many(pool: &PgPool, completions: &[Completion], policy: &R
         errors.push(t.error);
         results.push(completion.result_class());
         codes.push(completion.report.status_code);
+        details.push(completion.report.detail.as_deref().map(storable));
         durations.push(
             completion
                 .duration
@@ -233,6 +237,7 @@ pub async fn complete_many(pool: &PgPool, completions: &[Completion], policy: &R
         .bind(errors)
         .bind(results)
         .bind(codes)
+        .bind(details)
         .bind(durations)
         .execute(pool)
         .await?;

@@ -93,6 +93,18 @@ pub async fn stats(pool: &PgPool, kinds: &[&str]) -> Result<QueueStats, QueueErr
     Ok(stats)
 }
 
+impl JobSummary {
+    /// The one line that says what went wrong: a failed job's last error, else what a finished
+    /// attempt found ("HTTP 404: Not Found"), else an earlier attempt's error.
+    pub fn problem(&self) -> Option<&str> {
+        if self.state == "failed" {
+            self.last_error.as_deref().or(self.result_detail.as_deref())
+        } else {
+            self.result_detail.as_deref().or(self.last_error.as_deref())
+        }
+    }
+}
+
 /// One job as listings show it.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct JobSummary {
@@ -125,6 +137,9 @@ pub struct JobSummary {
     pub result_class: Option<String>,
     /// HTTP status code of the latest attempt's final response.
     pub status_code: Option<i32>,
+    /// Why the latest attempt's result is not `ok` (a done check of a dead link has no error,
+    /// only this).
+    pub result_detail: Option<String>,
     /// Wall time of the latest attempt, in milliseconds.
     pub duration_ms: Option<i32>,
     /// Arguments.
@@ -159,7 +174,7 @@ pub async fn list(pool: &PgPool, filter: &JobFilter, limit: i64) -> Result<Vec<J
         r#"
         SELECT id, kind, state, dedupe_key, group_key, attempts, max_attempts, run_at, created_at,
                started_at, finished_at, errors -> -1 ->> 'error' AS last_error,
-               result_class, status_code, duration_ms, payload,
+               result_class, status_code, result_detail, duration_ms, payload,
                -- traceparent = version-traceid-parentid-flags
                nullif(split_part(trace_context ->> 'traceparent', '-', 2), '') AS trace_id
         FROM queue_jobs
@@ -217,7 +232,7 @@ chosen AS (
 requeued AS (
     UPDATE queue_jobs j
     SET state = 'queued', attempts = 0, run_at = now(), finished_at = NULL, lease_owner = NULL,
-        result_class = NULL, status_code = NULL, duration_ms = NULL
+        result_class = NULL, status_code = NULL, result_detail = NULL, duration_ms = NULL
     FROM chosen WHERE j.id = chosen.id
     RETURNING j.id
 )

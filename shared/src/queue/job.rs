@@ -188,6 +188,8 @@ pub struct JobReport {
     pub result: Option<String>,
     /// HTTP status code of the final response, if there was one.
     pub status_code: Option<i32>,
+    /// Why the result is not `ok` ("HTTP 404: Not Found", "no such host").
+    pub detail: Option<String>,
 }
 
 /// Where a handler leaves its [`JobReport`]: one slot per attempt, carried in the apalis task's

@@ -68,6 +68,13 @@ async fn every_finished_job_leaves_its_result_code_and_duration_in_list_and_stat
         ),
         (Some("done"), Some("dead"), Some(404))
     );
+    // Its reason is part of the trail, though the job itself had no error.
+    assert!(
+        gone["result_detail"].as_str().expect("detail").contains("HTTP 404"),
+        "{gone}"
+    );
+    assert!(gone["last_error"].is_null(), "{gone}");
+    assert!(ok["result_detail"].is_null(), "{ok}");
 
     // The 500 was retried; the row shows the latest attempt, which succeeded.
     let flaky = &jobs[&dedupe_key(ids[2])];
@@ -148,6 +155,7 @@ async fn every_finished_job_leaves_its_result_code_and_duration_in_list_and_stat
         table.contains("RESULT") && table.contains("dead") && table.contains(" 404 "),
         "{table}"
     );
+    assert!(table.contains("HTTP 404: Not Found"), "{table}");
 }
 
 /// Fails every job of the test as if its attempts ran out.

@@ -10,7 +10,7 @@ use apalis::prelude::Data;
 use sqlx::PgPool;
 use tracing::Instrument;
 
-use linkpulse_shared::check::CheckResult;
+use linkpulse_shared::check::{CheckResult, Verdict};
 use linkpulse_shared::config::Settings;
 use linkpulse_shared::fetch::Fetcher;
 use linkpulse_shared::github::GithubClient;
@@ -139,6 +139,7 @@ fn report_verdict(slot: &ReportSlot, result: &CheckResult) {
     slot.set(JobReport {
         result: Some(result.verdict.as_str().to_owned()),
         status_code: result.status_code.map(i32::from),
+        detail: (result.verdict != Verdict::Ok).then(|| result.reason.clone()),
     });
 }
 

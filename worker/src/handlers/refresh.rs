@@ -91,6 +91,7 @@ async fn page_metadata(
             report.set(JobReport {
                 result: Some("not_modified".into()),
                 status_code: Some(304),
+                detail: None,
             });
             return Ok(RefreshRecord::default());
         }
@@ -122,6 +123,7 @@ async fn page_metadata(
         report.set(JobReport {
             result: Some("blocked".into()),
             status_code: Some(i32::from(response.status.as_u16())),
+            detail: Some("bot challenge page".into()),
         });
         record.error = Some("refresh: bot challenge page, metadata kept".into());
         return Ok(record);
