@@ -2,8 +2,9 @@
 -- job_complete_many with the outcome, so a finished job (kept until LINKPULSE_RETAIN_DONE /
 -- LINKPULSE_RETAIN_FAILED) says what happened without a trip to the links table or the traces.
 ALTER TABLE queue_jobs
-    -- ok, dead, transient, blocked, not_modified (the handler's finding) or error (the attempt
-    -- failed before finding anything: poison payload, panic, database write)
+    -- ok, dead, transient, blocked, not_modified (the handler's finding); snoozed (put off before
+    -- doing anything, e.g. its host cooling down); error (failed without a finding: poison
+    -- payload, panic, timeout)
     ADD COLUMN result_class text,
     -- HTTP status of the final response, when there was one
     ADD COLUMN status_code  integer,

@@ -54,14 +54,16 @@ impl HostPacer {
     }
 }
 
-/// Puts `host` on cool-down for `delay` (extending, never shortening, a current one).
+/// Puts `host` on cool-down for `delay` (extending, never shortening, a current one). Cool-downs
+/// that ended a day ago are deleted on the way, so the table holds recent offenders only.
 ///
 /// # Errors
 ///
 /// If the statement fails.
 pub async fn start_cooldown(pool: &PgPool, host: &str, delay: Duration, reason: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO host_cooldowns (host, until, reason) VALUES ($1, now() + make_interval(secs => $2), $3)
+        "WITH expired AS (DELETE FROM host_cooldowns WHERE until < now() - interval '1 day')
+         INSERT INTO host_cooldowns (host, until, reason) VALUES ($1, now() + make_interval(secs => $2), $3)
          ON CONFLICT (host) DO UPDATE SET until = greatest(host_cooldowns.until, excluded.until), reason = excluded.reason",
     )
     .bind(host)

@@ -10,6 +10,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -20,6 +21,9 @@ use super::links::CheckRecord;
 const MAX_BATCH: usize = 512;
 /// Batches in flight at once: while one waits on the database the next one fills.
 const MAX_IN_FLIGHT: usize = 4;
+/// Longest wait for one batch (the pool's `statement_timeout` bounds the statement itself): a
+/// batch stuck on a dead connection must not hold its permit, and its handlers, forever.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Results waiting for a batch before handlers wait to hand theirs over.
 const CHANNEL_CAPACITY: usize = 4096;
 
@@ -126,12 +130,8 @@ async fn run(pool: PgPool, threshold: i32, mut rx: mpsc::Receiver<Pending>) {
         let pool = pool.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let result = write_batch(&pool, threshold, &batch).await;
-            for pending in batch {
-                let answer = match &result {
-                    Ok(applied) => Ok(applied.contains(&pending.job_id)),
-                    Err(error) => Err(error.clone()),
-                };
+            let answers = write_or_split(&pool, threshold, &batch).await;
+            for (pending, answer) in batch.into_iter().zip(answers) {
                 // A handler that gave up (its job timed out) no longer listens: nothing to do.
                 let _ = pending.reply.send(answer);
             }
@@ -139,8 +139,32 @@ async fn run(pool: PgPool, threshold: i32, mut rx: mpsc::Receiver<Pending>) {
     }
 }
 
-/// `link_record_check_many`: a batch of results in one statement. Of two results for one link
-/// in a batch (a rescued job's stale attempt and its new one) the later job's wins.
+/// Writes `batch`; if the statement fails, writes each result on its own, so a bad row or a
+/// connection that died fails only the results it must (each then retried through the queue)
+/// instead of costing every job of the batch an attempt. Answers in `batch`'s order.
+async fn write_or_split(pool: &PgPool, threshold: i32, batch: &[Pending]) -> Vec<Result<bool, WriteError>> {
+    let whole: Vec<&Pending> = batch.iter().collect();
+    match write_batch(pool, threshold, &whole).await {
+        Ok(applied) => batch.iter().map(|p| Ok(applied.contains(&p.job_id))).collect(),
+        Err(error) if batch.len() == 1 => vec![Err(error)],
+        Err(error) => {
+            tracing::warn!(%error, results = batch.len(), "check write-back batch failed; writing one by one");
+            let mut answers = Vec::with_capacity(batch.len());
+            for pending in batch {
+                answers.push(
+                    write_batch(pool, threshold, &[pending])
+                        .await
+                        .map(|applied| applied.contains(&pending.job_id)),
+                );
+            }
+            answers
+        }
+    }
+}
+
+/// `link_record_check_many`: a batch of results in one statement. A link appears once per
+/// batch (one check of a link is queued or running at a time); should a rescued job's stale
+/// attempt meet its own re-run in one batch, one of the two identical-job writes is kept.
 const LINK_RECORD_CHECK_MANY: &str = r#"
 UPDATE links l
 SET last_checked_at = now(),
@@ -170,12 +194,13 @@ RETURNING u.job_id
 "#;
 
 /// Writes `batch`; returns the job ids whose row changed.
-async fn write_batch(pool: &PgPool, threshold: i32, batch: &[Pending]) -> Result<HashSet<i64>, WriteError> {
-    // Rows in link order: the plan that joins them to `links` by primary key then locks in that
-    // order, so two batches could not deadlock even if they ever shared a link.
-    let mut sorted: Vec<&Pending> = batch.iter().collect();
+async fn write_batch(pool: &PgPool, threshold: i32, batch: &[&Pending]) -> Result<HashSet<i64>, WriteError> {
+    // Rows in link order (the nested-loop plan such batches get then locks in that order). Two
+    // batches share no link in practice; if they ever did and deadlocked, PostgreSQL aborts one,
+    // whose results are then written one by one.
+    let mut sorted: Vec<&Pending> = batch.to_vec();
     sorted.sort_by_key(|p| p.link_id);
-    let rows: Vec<(i64,)> = sqlx::query_as(LINK_RECORD_CHECK_MANY)
+    let query = sqlx::query_as::<_, (i64,)>(LINK_RECORD_CHECK_MANY)
         .bind(sorted.iter().map(|p| p.link_id).collect::<Vec<_>>())
         .bind(sorted.iter().map(|p| p.job_id).collect::<Vec<_>>())
         .bind(sorted.iter().map(|p| p.record.outcome).collect::<Vec<_>>())
@@ -185,12 +210,19 @@ async fn write_batch(pool: &PgPool, threshold: i32, batch: &[Pending]) -> Result
                 .map(|p| p.record.status_code.map(i32::from))
                 .collect::<Vec<_>>(),
         )
-        .bind(sorted.iter().map(|p| p.record.error.as_deref()).collect::<Vec<_>>())
+        // PostgreSQL refuses NUL in text; one in a server's reason must not fail the batch.
+        .bind(
+            sorted
+                .iter()
+                .map(|p| p.record.error.as_deref().map(|e| e.replace('\0', "")))
+                .collect::<Vec<_>>(),
+        )
         .bind(sorted.iter().map(|p| p.record.counts_as_failure).collect::<Vec<_>>())
         .bind(sorted.iter().map(|p| p.trace_id.as_deref()).collect::<Vec<_>>())
-        .bind(threshold)
-        .fetch_all(pool)
+        .bind(threshold);
+    let rows = tokio::time::timeout(BATCH_TIMEOUT, query.fetch_all(pool))
         .await
+        .map_err(|_| WriteError::Database(format!("no answer within {BATCH_TIMEOUT:?}")))?
         .map_err(|e| WriteError::Database(crate::queue::backend::error_chain(&e)))?;
     Ok(rows.into_iter().map(|(id,)| id).collect())
 }

@@ -23,7 +23,8 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
 }
 
 /// Connections of a worker's engine pool: acks, heartbeats, maintenance and `/readyz`.
-pub const WORKER_ENGINE_CONNECTIONS: u32 = 4;
+/// (A maintenance pass holds two at once; the acker and the heartbeat must never wait for both.)
+pub const WORKER_ENGINE_CONNECTIONS: u32 = 5;
 /// Most connections a worker's handlers use, whatever its concurrency: they hold one only for a
 /// short statement, and check results are written in batches.
 pub const WORKER_MAX_HANDLER_CONNECTIONS: usize = 16;
@@ -61,9 +62,14 @@ pub async fn connect_deferred_commit(url: &str, max_connections: u32) -> Result<
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
         .test_before_acquire(false)
-        // Not `tuned`: these are single-row statements by primary key, whose generic plan is the
-        // custom one, so the default plan cache saves planning them on every execution.
-        .connect_with(options.options([("jit", "off"), ("synchronous_commit", "off")]))
+        // Not `tuned`: these statements touch rows by primary key (one, or a batch of them), so a
+        // generic plan is as good as a custom one and the default plan cache saves replanning.
+        // A statement that hangs is cancelled rather than holding a connection of this small pool.
+        .connect_with(options.options([
+            ("jit", "off"),
+            ("synchronous_commit", "off"),
+            ("statement_timeout", "30s"),
+        ]))
         .await
 }
 

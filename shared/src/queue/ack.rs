@@ -64,12 +64,14 @@ impl Completion {
         }
     }
 
-    /// The result class stored with the job: the handler's, or for an attempt that reported
-    /// nothing, `error` when it failed (a poison payload, a panic, a failed write-back).
+    /// The result class stored with the job: the handler's; for an attempt that reported
+    /// nothing, `snoozed` when it was put off before doing anything (a host cooling down) and
+    /// `error` when it failed without a finding (a poison payload, a panic, a timeout).
     fn result_class(&self) -> Option<String> {
         match (&self.report.result, &self.outcome) {
             (Some(result), _) => Some(result.clone()),
             (None, Outcome::Done) => None,
+            (None, Outcome::Snooze { .. }) => Some("snoozed".to_owned()),
             (None, _) => Some("error".to_owned()),
         }
     }
@@ -396,5 +398,13 @@ mod tests {
         assert_eq!(done.result_class().as_deref(), Some("dead"));
         let poison = Completion::new(lease(1, 3), Outcome::Fail { error: "bad".into() });
         assert_eq!(poison.result_class().as_deref(), Some("error"));
+        let put_off = Completion::new(
+            lease(1, 3),
+            Outcome::Snooze {
+                delay: Duration::from_secs(1),
+                reason: "cooling down".into(),
+            },
+        );
+        assert_eq!(put_off.result_class().as_deref(), Some("snoozed"));
     }
 }

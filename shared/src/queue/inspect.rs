@@ -132,8 +132,8 @@ pub struct JobSummary {
     pub finished_at: Option<DateTime<Utc>>,
     /// The latest recorded error, if any.
     pub last_error: Option<String>,
-    /// What the latest attempt found: `ok`, `dead`, `transient`, `blocked`, `not_modified` or
-    /// `error`; `null` before the first attempt ends.
+    /// What the latest attempt found: `ok`, `dead`, `transient`, `blocked`, `not_modified`,
+    /// `snoozed` or `error`; `null` before the first attempt ends.
     pub result_class: Option<String>,
     /// HTTP status code of the latest attempt's final response.
     pub status_code: Option<i32>,

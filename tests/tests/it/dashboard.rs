@@ -40,7 +40,7 @@ async fn dashboard_requeues_a_failed_job_from_the_browser(pool: PgPool) {
     app.run_cycle().await;
     sqlx::query(
         "UPDATE queue_jobs SET state = 'failed', finished_at = now(), attempts = max_attempts, \
-         result_class = 'transient', status_code = 503, duration_ms = 42, \
+         result_class = 'transient', status_code = 599, duration_ms = 42, \
          errors = errors || '[{\"error\":\"HTTP 503 from the test\"}]'::jsonb",
     )
     .execute(&app.pool)
@@ -116,7 +116,7 @@ async fn dashboard_requeues_a_failed_job_from_the_browser(pool: PgPool) {
     assert!(text.contains("HTTP 503 from the test"), "{text}");
     // The audit trail: result class, status code and duration of the final attempt.
     assert!(
-        text.contains("transient") && text.contains("503") && text.contains("42 ms"),
+        text.contains("transient") && text.contains("599") && text.contains("42 ms"),
         "{text}"
     );
     let failed_24h = client

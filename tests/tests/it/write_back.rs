@@ -129,3 +129,47 @@ async fn failures_count_up_to_inaccessible_blocked_is_neutral_and_a_success_rest
     let now = link(&pool, LinkRef::Id(archived)).await;
     assert_eq!((now.status.as_str(), now.consecutive_failures), ("archived", 4));
 }
+
+#[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
+async fn a_result_the_database_refuses_fails_alone_not_its_whole_batch(pool: PgPool) {
+    let ids = add_links(&pool, 50).await;
+    let writer = CheckWriter::start(pool.clone(), THRESHOLD);
+    let tasks: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, &link_id)| {
+            let writer = writer.clone();
+            // The table's CHECK refuses an unknown outcome: this one row fails the batch
+            // statement. (Error text with a NUL byte, the other value PostgreSQL refuses, is
+            // cleaned before it is written.)
+            let record = if i == 7 {
+                result("bogus", 404)
+            } else {
+                result("dead", 404)
+            };
+            let job_id = 100 + i64::try_from(i).expect("small");
+            tokio::spawn(async move { (i, writer.record(link_id, job_id, record).await) })
+        })
+        .collect();
+    let mut failed = Vec::new();
+    for task in tasks {
+        let (i, written) = task.await.expect("task");
+        match written {
+            Ok(applied) => assert!(applied, "result {i} written"),
+            Err(error) => failed.push((i, error.to_string())),
+        }
+    }
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].0, 7);
+    let (written,): (i64,) = sqlx::query_as("SELECT count(*) FROM links WHERE last_outcome = 'dead'")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(written, 49);
+    // And a NUL byte in a reason is stored without it.
+    let mut nul = result("dead", 404);
+    nul.error = Some("bad\0reason".into());
+    assert!(writer.record(ids[7], 900, nul).await.expect("written"));
+    let stored = link(&pool, LinkRef::Id(ids[7])).await.last_error;
+    assert_eq!(stored.as_deref(), Some("badreason"));
+}
