@@ -12,10 +12,13 @@
 #   COUNT         URLs in the list, default 5000 (80 % 200, 5 % each 404 / 500 / slow 200 / 302)
 #   PORT          port of the test site, default 18765
 #   WORKERS       linkpulse worker processes sharing each concurrency, default 1
+#   HOST_CONCURRENCY  the queue's per-host cap for linkpulse, default 1000000: "per-host limits
+#                 off", as lychee runs. (Our cap counts every leased job of a host, including
+#                 those claimed ahead into a worker's buffer and those finished but not yet
+#                 acknowledged, so a cap equal to the concurrency binds where lychee's does not.)
 #   DATABASE_URL  a server to create the scratch databases on; unset = a throwaway PostgreSQL
-#                 cluster of the machine's version in a temporary directory (a worker at
-#                 concurrency 512 needs 518 connections, above a default server's 100, and a
-#                 private server keeps other clients' load off the measurement)
+#                 cluster of the machine's version in a temporary directory (a private
+#                 server keeps other clients' load off the measurement)
 #   LYCHEE        lychee binary, default target/tools/bin/lychee (installed there when missing:
 #                 `cargo install lychee --version 0.24.2 --locked --root target/tools`)
 #   OUT           directory for the lists, per-URL results and logs, default target/links-vs-lychee
@@ -27,6 +30,7 @@ CONCS=${CONCS:-"128 512"}
 COUNT=${COUNT:-5000}
 PORT=${PORT:-18765}
 export WORKERS=${WORKERS:-1}
+export HOST_CONCURRENCY=${HOST_CONCURRENCY:-1000000}
 LYCHEE=${LYCHEE:-target/tools/bin/lychee}
 LYCHEE_VERSION=0.24.2
 OUT=${OUT:-target/links-vs-lychee}
