@@ -168,6 +168,26 @@ pub async fn requeue(
         )
         .map_err(io)?;
     }
+    if let Some(id) = job
+        && report.requeued == 0
+        && report.skipped == 0
+    {
+        // Say why the one job asked for did not move.
+        let found = inspect::list(
+            pool,
+            &JobFilter {
+                id: Some(id),
+                ..JobFilter::default()
+            },
+            1,
+        )
+        .await?;
+        match found.first() {
+            Some(j) => writeln!(out, "job {id} is {}, not {state}", j.state),
+            None => writeln!(out, "no job {id} (never existed, or pruned)"),
+        }
+        .map_err(io)?;
+    }
     Ok(())
 }
 

@@ -329,15 +329,17 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
         .unwrap_or_else(|| "non-string panic payload".to_owned())
 }
 
+/// What the backend attached to the task's data: the lease and the report slot every task
+/// carries (a task built elsewhere has neither).
+fn attached<T: Clone + Send + Sync + 'static, Args>(task: &Task<Args>) -> Result<T, QueueError> {
+    task.ctx().data().get::<T>().cloned().ok_or(QueueError::MissingLease)
+}
+
 impl<Args: Sync> FromRequest<Task<Args>> for ReportSlot {
     type Error = QueueError;
 
     async fn from_request(task: &Task<Args>) -> Result<Self, QueueError> {
-        task.ctx()
-            .data()
-            .get::<ReportSlot>()
-            .cloned()
-            .ok_or(QueueError::MissingLease)
+        attached(task)
     }
 }
 
@@ -345,10 +347,6 @@ impl<Args: Sync> FromRequest<Task<Args>> for JobLease {
     type Error = QueueError;
 
     async fn from_request(task: &Task<Args>) -> Result<Self, QueueError> {
-        task.ctx()
-            .data()
-            .get::<JobLease>()
-            .cloned()
-            .ok_or(QueueError::MissingLease)
+        attached(task)
     }
 }

@@ -241,4 +241,28 @@ async fn requeue_by_job_id_moves_exactly_that_job_from_the_cli_and_the_api(pool:
         ),
         ("queued", "queued", "failed")
     );
+
+    // In the table form, a job that did not move says why.
+    let mut out = Vec::new();
+    let again = Selection {
+        job: Some(ids[0]),
+        ..Selection::default()
+    };
+    queue::requeue(&app.pool, JobState::Failed, again, false, &mut out)
+        .await
+        .expect("requeue again");
+    let text = String::from_utf8(out).expect("utf-8");
+    assert!(
+        text.contains("requeued 0 job(s)") && text.contains(&format!("job {} is queued, not failed", ids[0])),
+        "{text}"
+    );
+    let mut out = Vec::new();
+    let unknown = Selection {
+        job: Some(i64::MAX),
+        ..Selection::default()
+    };
+    queue::requeue(&app.pool, JobState::Failed, unknown, false, &mut out)
+        .await
+        .expect("requeue unknown");
+    assert!(String::from_utf8(out).expect("utf-8").contains("no job"));
 }

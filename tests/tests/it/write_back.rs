@@ -33,26 +33,44 @@ fn result(outcome: &'static str, status: u16) -> CheckRecord {
     }
 }
 
-#[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
-async fn hundreds_of_concurrent_results_are_each_written_once(pool: PgPool) {
-    let ids = add_links(&pool, 300).await;
-    let writer = CheckWriter::start(pool.clone(), THRESHOLD);
+/// Writes `record_of(i)` for the i-th link as job `first_job + i`, all at once; answers in order.
+async fn write_all(
+    writer: &CheckWriter,
+    ids: &[i64],
+    first_job: i64,
+    record_of: impl Fn(usize) -> CheckRecord,
+) -> Vec<Result<bool, linkpulse_shared::db::check_writer::WriteError>> {
     let tasks: Vec<_> = ids
         .iter()
         .enumerate()
         .map(|(i, &link_id)| {
             let writer = writer.clone();
-            let job_id = 1000 + i64::try_from(i).expect("small");
-            let outcome = if i % 3 == 0 {
-                result("dead", 404)
-            } else {
-                result("ok", 200)
-            };
-            tokio::spawn(async move { writer.record(link_id, job_id, outcome).await })
+            let job_id = first_job + i64::try_from(i).expect("small");
+            let record = record_of(i);
+            tokio::spawn(async move { writer.record(link_id, job_id, record).await })
         })
         .collect();
+    let mut answers = Vec::new();
     for task in tasks {
-        assert!(task.await.expect("task").expect("written"));
+        answers.push(task.await.expect("task"));
+    }
+    answers
+}
+
+#[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
+async fn hundreds_of_concurrent_results_are_each_written_once(pool: PgPool) {
+    let ids = add_links(&pool, 300).await;
+    let writer = CheckWriter::start(pool.clone(), THRESHOLD);
+    let answers = write_all(&writer, &ids, 1000, |i| {
+        if i % 3 == 0 {
+            result("dead", 404)
+        } else {
+            result("ok", 200)
+        }
+    })
+    .await;
+    for answer in answers {
+        assert!(answer.expect("written"));
     }
     let (ok, dead, failures): (i64, i64, i64) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE last_outcome = 'ok' AND last_status_code = 200),
@@ -134,27 +152,20 @@ async fn failures_count_up_to_inaccessible_blocked_is_neutral_and_a_success_rest
 async fn a_result_the_database_refuses_fails_alone_not_its_whole_batch(pool: PgPool) {
     let ids = add_links(&pool, 50).await;
     let writer = CheckWriter::start(pool.clone(), THRESHOLD);
-    let tasks: Vec<_> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, &link_id)| {
-            let writer = writer.clone();
-            // The table's CHECK refuses an unknown outcome: this one row fails the batch
-            // statement. (Error text with a NUL byte, the other value PostgreSQL refuses, is
-            // cleaned before it is written.)
-            let record = if i == 7 {
-                result("bogus", 404)
-            } else {
-                result("dead", 404)
-            };
-            let job_id = 100 + i64::try_from(i).expect("small");
-            tokio::spawn(async move { (i, writer.record(link_id, job_id, record).await) })
-        })
-        .collect();
+    // The table's CHECK refuses an unknown outcome: this one row fails the batch statement.
+    // (Error text with a NUL byte, the other value PostgreSQL refuses, is cleaned before it is
+    // written.)
+    let answers = write_all(&writer, &ids, 100, |i| {
+        if i == 7 {
+            result("bogus", 404)
+        } else {
+            result("dead", 404)
+        }
+    })
+    .await;
     let mut failed = Vec::new();
-    for task in tasks {
-        let (i, written) = task.await.expect("task");
-        match written {
+    for (i, answer) in answers.into_iter().enumerate() {
+        match answer {
             Ok(applied) => assert!(applied, "result {i} written"),
             Err(error) => failed.push((i, error.to_string())),
         }
