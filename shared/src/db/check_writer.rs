@@ -164,7 +164,7 @@ async fn write_or_split(pool: &PgPool, threshold: i32, batch: &[Pending]) -> Vec
 
 /// `link_record_check_many`: a batch of results in one statement. A link appears once per
 /// batch (one check of a link is queued or running at a time); should a rescued job's stale
-/// attempt meet its own re-run in one batch, one of the two identical-job writes is kept.
+/// attempt meet its own re-run in one batch, PostgreSQL updates the row once, from either.
 const LINK_RECORD_CHECK_MANY: &str = r#"
 UPDATE links l
 SET last_checked_at = now(),
@@ -172,23 +172,19 @@ SET last_checked_at = now(),
     last_outcome = u.outcome,
     last_status_code = u.status_code,
     last_error = u.error,
-    consecutive_failures = u.failures,
+    consecutive_failures = CASE WHEN u.outcome = 'ok' THEN 0
+                                WHEN u.counts THEN l.consecutive_failures + 1
+                                ELSE l.consecutive_failures END,
     last_trace_id = u.trace_id,
     status = CASE WHEN l.status = 'archived' THEN 'archived'
                   WHEN u.outcome = 'ok' AND l.status = 'inaccessible' THEN 'active'
-                  WHEN u.failures >= $8 THEN 'inaccessible'
+                  WHEN CASE WHEN u.outcome = 'ok' THEN 0
+                            WHEN u.counts THEN l.consecutive_failures + 1
+                            ELSE l.consecutive_failures END >= $8 THEN 'inaccessible'
                   ELSE l.status END,
     updated_at = now()
-FROM (
-    SELECT DISTINCT ON (t.link_id) t.*,
-           CASE WHEN t.outcome = 'ok' THEN 0
-                WHEN t.counts THEN c.consecutive_failures + 1
-                ELSE c.consecutive_failures END AS failures
-    FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int4[], $5::text[], $6::bool[], $7::text[])
-         AS t(link_id, job_id, outcome, status_code, error, counts, trace_id)
-    JOIN links c ON c.id = t.link_id
-    ORDER BY t.link_id, t.job_id DESC
-) u
+FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int4[], $5::text[], $6::bool[], $7::text[])
+     AS u(link_id, job_id, outcome, status_code, error, counts, trace_id)
 WHERE l.id = u.link_id AND l.last_check_job_id IS DISTINCT FROM u.job_id
 RETURNING u.job_id
 "#;

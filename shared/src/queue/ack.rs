@@ -178,6 +178,9 @@ FROM unnest($1::int8[], $2::uuid[], $3::int4[], $4::text[], $5::int8[], $6::bool
      AS u(id, owner, attempt, state, delay_ms, refund, error_kind, error, result_class, status_code, result_detail,
           duration_ms)
 WHERE j.id = u.id
+  -- the batch's ids as an index condition: otherwise the join hashes every running job
+  -- (buffered ones included: thousands at high concurrency) to find the batch's hundred
+  AND j.id = ANY ($1)
   AND j.state = 'running'
   AND j.lease_owner = u.owner
   AND j.attempts = u.attempt

@@ -180,3 +180,64 @@ async fn claim_respects_priority_then_run_at(pool: PgPool) {
         "scheduled job not claimed before its run_at"
     );
 }
+
+#[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
+async fn the_group_cap_fills_the_free_slot_numbers_left_by_finished_jobs(pool: PgPool) {
+    // Cap 3 on one host; five jobs queued. The first claim takes slots 1–3.
+    let ids = enqueue(&pool, &vec![(TestJob::default(), Some("one.example")); 5], 3).await;
+    assert_eq!(ids.len(), 5, "premise: five jobs queued");
+    let owner = Uuid::new_v4();
+    registry::register(&pool, owner, "claimer").await.expect("register");
+    let first = claim::claim_batch(&pool, owner, KINDS, 10, 3).await.expect("claim");
+    assert_eq!(first.len(), 3, "the cap binds");
+    assert!(
+        claim::claim_batch(&pool, owner, KINDS, 10, 3)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+
+    // Slots 1 and 3 are freed (their jobs finish); slot 2 stays taken: the free numbers have a gap.
+    let slot_of = |job: i64| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_as::<_, (i32,)>("SELECT slot FROM queue_group_slots WHERE job_id = $1")
+                .bind(job)
+                .fetch_one(&pool)
+                .await
+                .expect("slot")
+                .0
+        }
+    };
+    let mut by_slot = Vec::new();
+    for job in &first {
+        by_slot.push((slot_of(job.id).await, job.clone()));
+    }
+    by_slot.sort_by_key(|(slot, _)| *slot);
+    assert_eq!(by_slot.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [1, 2, 3]);
+    let done: Vec<Completion> = [&by_slot[0].1, &by_slot[2].1]
+        .into_iter()
+        .map(|j| Completion::new(lease_of(j, owner), Outcome::Done))
+        .collect();
+    assert_eq!(
+        ack::complete_many(&pool, &done, &RetryPolicy::default())
+            .await
+            .expect("ack"),
+        2
+    );
+
+    // The next claim gets exactly the two free numbers, 1 and 3, and never a fourth job.
+    let second = claim::claim_batch(&pool, owner, KINDS, 10, 3).await.expect("claim");
+    assert_eq!(second.len(), 2);
+    let mut slots = Vec::new();
+    for job in &second {
+        slots.push(slot_of(job.id).await);
+    }
+    slots.sort_unstable();
+    assert_eq!(slots, [1, 3]);
+    let (running,): (i64,) = sqlx::query_as("SELECT count(*) FROM queue_jobs WHERE state = 'running'")
+        .fetch_one(&pool)
+        .await
+        .expect("running");
+    assert_eq!(running, 3);
+}
