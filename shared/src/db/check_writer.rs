@@ -20,7 +20,7 @@ use super::links::CheckRecord;
 /// Most results in one statement.
 const MAX_BATCH: usize = 512;
 /// Batches in flight at once: while one waits on the database the next one fills.
-const MAX_IN_FLIGHT: usize = 4;
+const MAX_IN_FLIGHT: usize = 2;
 /// Longest wait for one batch (the pool's `statement_timeout` bounds the statement itself): a
 /// batch stuck on a dead connection must not hold its permit, and its handlers, forever.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(30);
