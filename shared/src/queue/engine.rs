@@ -478,6 +478,7 @@ async fn maintain(inner: Arc<Inner>) {
         match maintenance::run_once(
             &inner.pool,
             settings.rescue_after,
+            &settings.retry,
             settings.retain_done,
             settings.retain_failed,
         )

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
-use super::QueueError;
+use super::{QueueError, RetryPolicy};
 
 /// Advisory lock key electing the worker that runs maintenance ("lpmaint" in ASCII).
 pub const MAINTENANCE_LOCK_KEY: i64 = 0x006c_706d_6169_6e74;
@@ -14,7 +14,9 @@ pub const MAINTENANCE_LOCK_KEY: i64 = 0x006c_706d_6169_6e74;
 /// Deletes the rows of workers silent for longer than `$1` seconds, then takes back every running
 /// job whose owner is one of them or has no row at all (a worker that was deregistered while
 /// holding leases). The attempt stays counted: a job that keeps killing its worker ends `failed`
-/// instead of looping. Locks the dead workers' rows and the rescued job rows; the slot-release
+/// instead of looping, and it waits out the retry policy's backoff (`$2` base, `$3` ceiling, in
+/// seconds, half of it jittered) like any failed attempt, so it does not take down the next
+/// worker at once. Locks the dead workers' rows and the rescued job rows; the slot-release
 /// trigger frees their group slots.
 const JOB_RESCUE_LOST: &str = r#"
 WITH dead AS (
@@ -23,7 +25,8 @@ WITH dead AS (
 UPDATE queue_jobs j
 SET state = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'queued' END,
     finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
-    run_at = now(),
+    run_at = now() + make_interval(secs =>
+        least($2 * power(2, greatest(j.attempts - 1, 0)), $3) * (0.5 + random() / 2)),
     lease_owner = NULL,
     errors = j.errors || jsonb_build_array(jsonb_build_object(
         'attempt', j.attempts, 'at', now(), 'kind', 'lost',
@@ -46,14 +49,17 @@ WHERE id IN (
 )
 "#;
 
-/// Rescues jobs of workers silent for longer than `rescue_after`; returns how many.
+/// Rescues jobs of workers silent for longer than `rescue_after`, each queued again after
+/// `policy`'s backoff for its attempt; returns how many.
 ///
 /// # Errors
 ///
 /// [`QueueError::Database`] if the statement fails.
-pub async fn rescue_lost(pool: &PgPool, rescue_after: Duration) -> Result<u64, QueueError> {
+pub async fn rescue_lost(pool: &PgPool, rescue_after: Duration, policy: &RetryPolicy) -> Result<u64, QueueError> {
     let result = sqlx::query(JOB_RESCUE_LOST)
         .bind(rescue_after.as_secs_f64())
+        .bind(policy.base.as_secs_f64())
+        .bind(policy.max.as_secs_f64())
         .execute(pool)
         .await?;
     Ok(result.rows_affected())
@@ -103,6 +109,7 @@ pub async fn prune_finished(
 pub async fn run_once(
     pool: &PgPool,
     rescue_after: Duration,
+    policy: &RetryPolicy,
     retain_done: Duration,
     retain_failed: Duration,
 ) -> Result<Option<(u64, u64)>, QueueError> {
@@ -116,7 +123,7 @@ pub async fn run_once(
     }
     // The statements run on the pool, outside the lock-holding transaction, so each batch commits
     // on its own and a long prune never holds row locks for the whole pass.
-    let rescued = rescue_lost(pool, rescue_after).await?;
+    let rescued = rescue_lost(pool, rescue_after, policy).await?;
     let pruned = prune_finished(pool, retain_done, retain_failed, 1000, 10).await?;
     tx.commit().await?;
     Ok(Some((rescued, pruned)))

@@ -76,7 +76,7 @@ async fn completion_of_a_rescued_attempt_is_refused(pool: PgPool) {
         .execute(&pool)
         .await
         .expect("age worker");
-    let rescued = maintenance::rescue_lost(&pool, Duration::from_secs(30))
+    let rescued = maintenance::rescue_lost(&pool, Duration::from_secs(30), &RetryPolicy::default())
         .await
         .expect("rescue");
     assert_eq!(rescued, 1);
@@ -87,6 +87,27 @@ async fn completion_of_a_rescued_attempt_is_refused(pool: PgPool) {
         "rescue keeps the attempt counted"
     );
     assert_eq!(errors[0]["kind"], "lost");
+    // Like any failed attempt it waits out the backoff (1 s after attempt 1, half of it
+    // jittered), so a job that kills its worker does not take down the next one at once.
+    let (wait,): (f64,) =
+        sqlx::query_as("SELECT extract(epoch FROM run_at - now())::float8 FROM queue_jobs WHERE id = $1")
+            .bind(ids[0])
+            .fetch_one(&pool)
+            .await
+            .expect("run_at");
+    assert!((0.4..=1.0).contains(&wait), "rescued job due in {wait} s");
+    assert!(
+        claim::claim_batch(&pool, old_owner, KINDS, 10, 2)
+            .await
+            .expect("claim")
+            .is_empty(),
+        "not claimable during its backoff"
+    );
+    sqlx::query("UPDATE queue_jobs SET run_at = now() WHERE id = $1")
+        .bind(ids[0])
+        .execute(&pool)
+        .await
+        .expect("skip the backoff");
 
     let new_owner = Uuid::new_v4();
     registry::register(&pool, new_owner, "new").await.expect("register");
@@ -127,7 +148,7 @@ async fn rescue_of_the_last_attempt_fails_the_job(pool: PgPool) {
         "unregistered owners claim nothing"
     );
     assert_eq!(
-        maintenance::rescue_lost(&pool, Duration::from_secs(30))
+        maintenance::rescue_lost(&pool, Duration::from_secs(30), &RetryPolicy::default())
             .await
             .expect("rescue"),
         1
