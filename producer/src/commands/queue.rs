@@ -183,7 +183,8 @@ pub async fn requeue(
         )
         .await?;
         match found.first() {
-            Some(j) => writeln!(out, "job {id} is {}, not {state}", j.state),
+            Some(j) if j.state != state.as_str() => writeln!(out, "job {id} is {}, not {state}", j.state),
+            Some(_) => writeln!(out, "job {id} does not match the other filters"),
             None => writeln!(out, "no job {id} (never existed, or pruned)"),
         }
         .map_err(io)?;

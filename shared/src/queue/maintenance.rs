@@ -25,8 +25,11 @@ WITH dead AS (
 UPDATE queue_jobs j
 SET state = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'queued' END,
     finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
-    run_at = now() + make_interval(secs =>
-        least($2 * power(2, greatest(j.attempts - 1, 0)), $3) * (0.5 + random() / 2)),
+    -- the Rust policy's formula; the exponent capped (as there) so power() cannot overflow
+    run_at = CASE WHEN j.attempts >= j.max_attempts THEN j.run_at
+                  ELSE now() + make_interval(secs =>
+                      least($2 * power(2, least(greatest(j.attempts - 1, 0), 30)), $3) * (0.5 + random() / 2))
+             END,
     lease_owner = NULL,
     errors = j.errors || jsonb_build_array(jsonb_build_object(
         'attempt', j.attempts, 'at', now(), 'kind', 'lost',
@@ -58,8 +61,8 @@ WHERE id IN (
 pub async fn rescue_lost(pool: &PgPool, rescue_after: Duration, policy: &RetryPolicy) -> Result<u64, QueueError> {
     let result = sqlx::query(JOB_RESCUE_LOST)
         .bind(rescue_after.as_secs_f64())
-        .bind(policy.base.as_secs_f64())
-        .bind(policy.max.as_secs_f64())
+        .bind(policy.base.min(super::ack::MAX_SNOOZE).as_secs_f64())
+        .bind(policy.max.min(super::ack::MAX_SNOOZE).as_secs_f64())
         .execute(pool)
         .await?;
     Ok(result.rows_affected())
