@@ -32,7 +32,7 @@ const COOKIE_NAME: &str = "linkpulse_admin_token";
 /// Failed jobs shown.
 const FAILED_SHOWN: i64 = 50;
 /// Finished jobs shown in the audit trail.
-const FINISHED_SHOWN: usize = 50;
+const FINISHED_SHOWN: i64 = 50;
 /// Links per non-active status shown.
 const LINKS_SHOWN: i64 = 50;
 
@@ -86,7 +86,7 @@ async fn page(State(state): State<AdminState>, headers: HeaderMap) -> Result<Htm
         FAILED_SHOWN,
     )
     .await?;
-    let finished = recently_finished(&state, &failed).await?;
+    let finished = inspect::recently_finished(&state.pool, FINISHED_SHOWN).await?;
     let logged_in = auth::check(state.settings.admin_token.as_ref(), cookie_token(&headers)).is_ok();
 
     let mut html = String::from(
@@ -182,24 +182,6 @@ async fn page(State(state): State<AdminState>, headers: HeaderMap) -> Result<Htm
     }
     html.push_str("</table></body></html>");
     Ok(Html(html))
-}
-
-/// The newest finished jobs of both states: the done ones read here, merged with the failed ones
-/// the page already has.
-async fn recently_finished(state: &AdminState, failed: &[JobSummary]) -> Result<Vec<JobSummary>, ApiError> {
-    let done = inspect::list(
-        &state.pool,
-        &JobFilter {
-            state: Some(JobState::Done),
-            ..JobFilter::default()
-        },
-        i64::try_from(FINISHED_SHOWN).unwrap_or(i64::MAX),
-    )
-    .await?;
-    let mut finished: Vec<JobSummary> = done.into_iter().chain(failed.iter().cloned()).collect();
-    finished.sort_by(|a, b| b.finished_at.cmp(&a.finished_at).then(b.id.cmp(&a.id)));
-    finished.truncate(FINISHED_SHOWN);
-    Ok(finished)
 }
 
 /// The result, status code and duration cells of a job row.

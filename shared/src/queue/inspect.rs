@@ -164,19 +164,50 @@ pub struct JobFilter {
     pub id: Option<i64>,
 }
 
+/// The columns of a [`JobSummary`].
+const JOB_SUMMARY_COLUMNS: &str = "id, kind, state, dedupe_key, group_key, attempts, max_attempts, run_at, created_at, \
+     started_at, finished_at, errors -> -1 ->> 'error' AS last_error, \
+     result_class, status_code, result_detail, duration_ms, payload, \
+     nullif(split_part(trace_context ->> 'traceparent', '-', 2), '') AS trace_id"; // traceparent = version-traceid-parentid-flags
+
+/// The `limit` most recently finished jobs, done or failed, newest finish first: the audit trail's
+/// recent history. Each state is read backwards along `queue_jobs_finished_idx` and only the two
+/// short lists are merged, so the cost does not grow with the retained history.
+///
+/// # Errors
+///
+/// [`QueueError::Database`] if the query fails.
+pub async fn recently_finished(pool: &PgPool, limit: i64) -> Result<Vec<JobSummary>, QueueError> {
+    // Only constants are spliced in: the column list and fixed SQL, no input.
+    let jobs = sqlx::query_as::<_, JobSummary>(sqlx::AssertSqlSafe(format!(
+        r#"
+        SELECT * FROM (
+            (SELECT {JOB_SUMMARY_COLUMNS} FROM queue_jobs WHERE state = 'done'
+             ORDER BY finished_at DESC LIMIT $1)
+            UNION ALL
+            (SELECT {JOB_SUMMARY_COLUMNS} FROM queue_jobs WHERE state = 'failed'
+             ORDER BY finished_at DESC LIMIT $1)
+        ) finished
+        ORDER BY finished_at DESC, id DESC
+        LIMIT $1
+        "#
+    )))
+    .bind(limit.max(0))
+    .fetch_all(pool)
+    .await?;
+    Ok(jobs)
+}
+
 /// Lists jobs, newest first.
 ///
 /// # Errors
 ///
 /// [`QueueError::Database`] if the query fails.
 pub async fn list(pool: &PgPool, filter: &JobFilter, limit: i64) -> Result<Vec<JobSummary>, QueueError> {
-    let jobs = sqlx::query_as::<_, JobSummary>(
+    // Only constants are spliced in: the column list and fixed SQL, no input.
+    let jobs = sqlx::query_as::<_, JobSummary>(sqlx::AssertSqlSafe(format!(
         r#"
-        SELECT id, kind, state, dedupe_key, group_key, attempts, max_attempts, run_at, created_at,
-               started_at, finished_at, errors -> -1 ->> 'error' AS last_error,
-               result_class, status_code, result_detail, duration_ms, payload,
-               -- traceparent = version-traceid-parentid-flags
-               nullif(split_part(trace_context ->> 'traceparent', '-', 2), '') AS trace_id
+        SELECT {JOB_SUMMARY_COLUMNS}
         FROM queue_jobs
         WHERE ($1::text IS NULL OR state = $1)
           AND ($2::text IS NULL OR kind = $2)
@@ -185,8 +216,8 @@ pub async fn list(pool: &PgPool, filter: &JobFilter, limit: i64) -> Result<Vec<J
           AND ($6::int8 IS NULL OR id = $6)
         ORDER BY id DESC
         LIMIT $5
-        "#,
-    )
+        "#
+    )))
     .bind(filter.state.map(JobState::as_str))
     .bind(filter.kind.as_deref())
     .bind(filter.dedupe_key.as_deref())

@@ -156,6 +156,24 @@ async fn every_finished_job_leaves_its_result_code_and_duration_in_list_and_stat
         "{table}"
     );
     assert!(table.contains("HTTP 404: Not Found"), "{table}");
+
+    // The dashboard's recent history goes by finish time, newest first, not by id: the job aged
+    // two days (one of the lowest ids) comes last.
+    let recent = linkpulse_shared::queue::inspect::recently_finished(&app.pool, 10)
+        .await
+        .expect("recent");
+    let ids: Vec<i64> = recent.iter().map(|j| j.id).collect();
+    assert_eq!(recent.len(), 4, "{ids:?}");
+    assert_eq!(recent.last().map(|j| j.id), ok["id"].as_i64(), "{ids:?}");
+    assert!(
+        recent.windows(2).all(|w| w[0].finished_at >= w[1].finished_at),
+        "{ids:?}"
+    );
+    let two = linkpulse_shared::queue::inspect::recently_finished(&app.pool, 2)
+        .await
+        .expect("recent");
+    assert_eq!(two.len(), 2);
+    assert_eq!(two[0].id, recent[0].id);
 }
 
 /// Fails every job of the test as if its attempts ran out.
