@@ -206,11 +206,11 @@ async fn write_batch(pool: &PgPool, threshold: i32, batch: &[&Pending]) -> Resul
                 .map(|p| p.record.status_code.map(i32::from))
                 .collect::<Vec<_>>(),
         )
-        // PostgreSQL refuses NUL in text; one in a server's reason must not fail the batch.
+        // NUL in a server's reason must not fail the batch; a huge one is cut like job errors.
         .bind(
             sorted
                 .iter()
-                .map(|p| p.record.error.as_deref().map(|e| e.replace('\0', "")))
+                .map(|p| p.record.error.as_deref().map(crate::queue::ack::storable))
                 .collect::<Vec<_>>(),
         )
         .bind(sorted.iter().map(|p| p.record.counts_as_failure).collect::<Vec<_>>())

@@ -140,8 +140,8 @@ fn duration_ms(d: Duration) -> i64 {
 }
 
 /// Error text PostgreSQL will always accept: no NUL (text columns refuse it, and one bad row
-/// would fail the whole batch), bounded length.
-fn storable(error: &str) -> String {
+/// would fail the whole batch), bounded length. Also used for the links' error text.
+pub fn storable(error: &str) -> String {
     let mut text: String = error.chars().filter(|c| *c != '\0').take(MAX_ERROR_CHARS).collect();
     if error.chars().count() > MAX_ERROR_CHARS {
         text.push('…');

@@ -184,7 +184,8 @@ impl JobLease {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobReport {
     /// Result class: for link jobs the verdict (`ok`, `dead`, `transient`, `blocked`) or
-    /// `not_modified`; `None` when the handler reported nothing.
+    /// `not_modified`; `None` when the handler reported nothing (the ack layer then stores
+    /// `snoozed` or `error` for an attempt that did not succeed).
     pub result: Option<String>,
     /// HTTP status code of the final response, if there was one.
     pub status_code: Option<i32>,
