@@ -197,6 +197,19 @@ async fn states(pool: &PgPool) -> HashMap<i64, String> {
         .collect()
 }
 
+/// `queue requeue --job ID` for failed jobs, in JSON or table form; what it printed.
+async fn requeue_job(pool: &PgPool, id: i64, json: bool) -> String {
+    let mut out = Vec::new();
+    let selection = Selection {
+        job: Some(id),
+        ..Selection::default()
+    };
+    queue::requeue(pool, JobState::Failed, selection, json, &mut out)
+        .await
+        .expect("requeue");
+    String::from_utf8(out).expect("utf-8")
+}
+
 #[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
 async fn requeue_by_job_id_moves_exactly_that_job_from_the_cli_and_the_api(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
@@ -210,15 +223,8 @@ async fn requeue_by_job_id_moves_exactly_that_job_from_the_cli_and_the_api(pool:
     };
     assert_eq!(ids.len(), 3, "premise: one check per link");
 
-    let mut out = Vec::new();
-    let only_first = Selection {
-        job: Some(ids[0]),
-        ..Selection::default()
-    };
-    queue::requeue(&app.pool, JobState::Failed, only_first, true, &mut out)
-        .await
-        .expect("requeue one");
-    assert_eq!(json_of(out), json!({"requeued": 1}));
+    let printed = requeue_job(&app.pool, ids[0], true).await;
+    assert_eq!(json_of(printed.into_bytes()), json!({"requeued": 1}));
     let after = states(&app.pool).await;
     assert_eq!(after[&ids[0]], "queued");
     assert_eq!((after[&ids[1]].as_str(), after[&ids[2]].as_str()), ("failed", "failed"));
@@ -261,26 +267,11 @@ async fn requeue_by_job_id_moves_exactly_that_job_from_the_cli_and_the_api(pool:
     );
 
     // In the table form, a job that did not move says why.
-    let mut out = Vec::new();
-    let again = Selection {
-        job: Some(ids[0]),
-        ..Selection::default()
-    };
-    queue::requeue(&app.pool, JobState::Failed, again, false, &mut out)
-        .await
-        .expect("requeue again");
-    let text = String::from_utf8(out).expect("utf-8");
+    let text = requeue_job(&app.pool, ids[0], false).await;
     assert!(
         text.contains("requeued 0 job(s)") && text.contains(&format!("job {} is queued, not failed", ids[0])),
         "{text}"
     );
-    let mut out = Vec::new();
-    let unknown = Selection {
-        job: Some(i64::MAX),
-        ..Selection::default()
-    };
-    queue::requeue(&app.pool, JobState::Failed, unknown, false, &mut out)
-        .await
-        .expect("requeue unknown");
-    assert!(String::from_utf8(out).expect("utf-8").contains("no job"));
+    let text = requeue_job(&app.pool, i64::MAX, false).await;
+    assert!(text.contains("no job"), "{text}");
 }

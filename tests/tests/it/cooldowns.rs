@@ -70,3 +70,17 @@ async fn a_cooldown_ends_on_time(pool: PgPool) {
     let other = Cooldowns::new(pool, REFRESH);
     assert_eq!(other.remaining("brief.test").await.expect("lookup"), None);
 }
+
+#[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
+async fn a_cooldown_view_without_its_database_says_so(pool: PgPool) {
+    let view = Cooldowns::new(pool.clone(), REFRESH);
+    pool.close().await;
+    // Not "no cool-down": the handler retries the job rather than hammering a host it cannot
+    // tell is cooling down.
+    assert!(view.remaining("any.test").await.is_err());
+    assert!(
+        view.start("any.test", Duration::from_secs(5), "HTTP 429")
+            .await
+            .is_err()
+    );
+}

@@ -183,4 +183,27 @@ async fn a_result_the_database_refuses_fails_alone_not_its_whole_batch(pool: PgP
     assert!(writer.record(ids[7], 900, nul).await.expect("written"));
     let stored = link(&pool, LinkRef::Id(ids[7])).await.last_error;
     assert_eq!(stored.as_deref(), Some("badreason"));
+    // A hostile server's endless reason is cut, like a job's error text.
+    let mut long = result("dead", 404);
+    long.error = Some("x".repeat(100_000));
+    assert!(writer.record(ids[8], 901, long).await.expect("written"));
+    let stored = link(&pool, LinkRef::Id(ids[8])).await.last_error.expect("reason");
+    assert!(stored.chars().count() <= 2001, "{} chars", stored.chars().count());
+}
+
+#[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
+async fn a_write_back_with_the_database_gone_fails_instead_of_hanging(pool: PgPool) {
+    let ids = add_links(&pool, 3).await;
+    let writer = CheckWriter::start(pool.clone(), THRESHOLD);
+    pool.close().await;
+    let answers = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        write_all(&writer, &ids, 1, |_| result("ok", 200)),
+    )
+    .await
+    .expect("answers come, the handlers do not hang");
+    for answer in answers {
+        // An error the handler turns into a retry of the job: nothing is reported written.
+        assert!(answer.is_err(), "{answer:?}");
+    }
 }
