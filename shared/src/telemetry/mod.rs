@@ -26,8 +26,15 @@
 //!   those would feed export traffic back into export). So `RUST_LOG=warn` quiets the logs
 //!   without emptying Jaeger.
 //!
+//! - **Span fields are formatted cheaply.** A log line shows the fields of the span it was logged
+//!   in; [`span_fields::SpanFieldsJson`] keeps them as JSON without tracing-subscriber's
+//!   parse-and-reserialise on every `Span::record`, which cost about a tenth of a busy worker's
+//!   CPU.
+//!
 //! Attributes never carry secrets: URLs appear as hosts only, and [`redact`] strips query strings
 //! and credentials from any URL inside an error message before it becomes a span status.
+
+mod span_fields;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -109,6 +116,7 @@ pub fn init_telemetry(service_name: &str) -> TelemetryGuard {
     let logs = tracing_subscriber::fmt::layer()
         .json()
         .with_writer(std::io::stderr)
+        .fmt_fields(span_fields::SpanFieldsJson)
         .event_format(JsonWithTraceIds::default())
         .with_filter(AskEveryTime(log_filter()));
     let traces = tracing_opentelemetry::layer()
