@@ -5,7 +5,10 @@
 # queue is drained; checks/s, worker CPU and peak RSS, database CPU, verdicts), then lychee on the
 # same file against the same local site with the same concurrency, no per-host limits, no retries
 # and the same 5 s timeout, timed by /usr/bin/time. Prints one JSON line per system and
-# concurrency, and one comparison line (throughput ratio, verdicts per URL).
+# concurrency, and one comparison line (throughput ratio, verdicts per URL). Then, as a ceiling,
+# the queue alone on the same server: COUNT no-op jobs drained at the same concurrency (`bench
+# queue`, its `process` line); the comparison line gives its ratio to lychee too
+# (`noop_queue_ratio`): no handler, however cheap, can take linkpulse past it.
 #
 # Environment:
 #   CONCS         concurrencies to measure, default "128 512"
@@ -124,6 +127,10 @@ for conc in $CONCS; do
     exit 1
   fi
 
+  # The ceiling: the same number of jobs through the queue with handlers that do nothing.
+  N=$COUNT CONC=$conc target/release/bench queue "$DATABASE_URL" 2>"$OUT/queue-$conc.log" \
+    | grep '"phase":"process"' >"$OUT/queue-$conc.json"
+
   python3 - "$conc" "$((end - start))" "$OUT" <<'PY'
 import json, re, sys
 
@@ -156,10 +163,13 @@ for line in open(f"{out}/linkpulse-{conc}.tsv"):
     if (verdict == "ok") != lychee_ok:
         mismatches.append((url, verdict, status, errors.get(url, "success")))
 checked = sum(1 for _ in open(f"{out}/linkpulse-{conc}.tsv"))
+noop = json.loads(open(f"{out}/queue-{conc}.json").read().strip().splitlines()[-1])
+print(json.dumps(noop))
 print(json.dumps({
     "compare": "linkpulse/lychee", "concurrency": conc,
     "checks_per_s_ratio": round(ours["checks_per_s"] / lychee["checks_per_s"], 2),
     "cpu_per_check_ratio": round(ours["cpu_ms_per_check"] / lychee["cpu_ms_per_check"], 2),
+    "noop_queue_ratio": round(noop["jobs_per_s"] / lychee["checks_per_s"], 2),
     "urls_both": checked == urls, "verdict_mismatches": len(mismatches),
     "examples": mismatches[:5],
 }))
