@@ -35,6 +35,7 @@
 //! and credentials from any URL inside an error message before it becomes a span status.
 
 mod span_fields;
+mod tls;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -90,9 +91,13 @@ pub fn init_logging() {
 /// `OTEL_TRACES_SAMPLER`/`OTEL_TRACES_SAMPLER_ARG` (default: parent-based, always on) and
 /// batching the `OTEL_BSP_*` variables, all read by the SDK.
 ///
-/// Never fails: an exporter that cannot be built (an invalid endpoint, an `https` endpoint —
-/// this build has no TLS for OTLP) is reported as a warning and the process runs without
-/// export. Keep the returned guard alive until exit: dropping it flushes the last spans.
+/// An `https://` endpoint is verified against Mozilla's roots and the CA in
+/// `OTEL_EXPORTER_OTLP_CERTIFICATE`, and presents the client certificate of
+/// `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`/`_CLIENT_KEY` when both are set (see [`tls`]).
+///
+/// Never fails: an exporter that cannot be built (an invalid endpoint, an unreadable certificate
+/// file) is reported as a warning and the process runs without export. Keep the returned guard
+/// alive until exit: dropping it flushes the last spans.
 pub fn init_telemetry(service_name: &str) -> TelemetryGuard {
     global::set_text_map_propagator(TraceContextPropagator::new());
     let endpoint = export_endpoint(|k| std::env::var(k).ok());
@@ -101,7 +106,13 @@ pub fn init_telemetry(service_name: &str) -> TelemetryGuard {
     let mut export = None;
     let mut export_problem = None;
     if endpoint.is_some() {
-        match ExportRuntime::start() {
+        let started = endpoint
+            .as_deref()
+            .map_or(Ok(None), |endpoint| {
+                tls::config_for(endpoint, |k| std::env::var(k).ok())
+            })
+            .and_then(ExportRuntime::start);
+        match started {
             Ok((exporter, runtime)) => {
                 builder = builder.with_batch_exporter(exporter);
                 export = Some(runtime);
@@ -202,13 +213,18 @@ pub enum TelemetryError {
     /// The OTLP exporter rejected its configuration.
     #[error("cannot build the OTLP exporter: {0}")]
     Exporter(#[source] opentelemetry_otlp::ExporterBuildError),
+    /// A certificate for an `https` endpoint is missing or unreadable.
+    #[error("TLS for the OTLP endpoint: {0}")]
+    Certificate(String),
 }
 
 impl ExportRuntime {
     /// Starts the thread, which builds the runtime and, inside it, the exporter. Both are created
     /// on that thread so that a failure drops the runtime there: dropping a runtime on a thread
     /// that is itself running async code panics.
-    fn start() -> Result<(opentelemetry_otlp::SpanExporter, Self), TelemetryError> {
+    fn start(
+        tls: Option<opentelemetry_otlp::tonic_types::transport::ClientTlsConfig>,
+    ) -> Result<(opentelemetry_otlp::SpanExporter, Self), TelemetryError> {
         let (built, exporter) = std::sync::mpsc::sync_channel(1);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -224,7 +240,12 @@ impl ExportRuntime {
                 // The channel's connection worker is spawned here, onto `runtime`.
                 let result = {
                     let _entered = runtime.enter();
-                    opentelemetry_otlp::SpanExporter::builder().with_tonic().build()
+                    use opentelemetry_otlp::WithTonicConfig as _;
+                    let builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+                    match tls {
+                        Some(tls) => builder.with_tls_config(tls).build(),
+                        None => builder.build(),
+                    }
                 };
                 let ok = result.is_ok();
                 let _ = built.send(result.map_err(TelemetryError::Exporter));

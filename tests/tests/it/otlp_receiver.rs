@@ -181,6 +181,8 @@ fn value(v: Option<&AnyValue>) -> Attr {
 #[derive(Debug)]
 pub struct OtlpReceiver {
     pub addr: SocketAddr,
+    /// Serves TLS (`https://` endpoint).
+    tls: bool,
     store: Arc<Store>,
     _stop: oneshot::Sender<()>,
 }
@@ -196,12 +198,35 @@ impl OtlpReceiver {
 
     /// Serves on `listener`.
     pub fn serve(listener: tokio::net::TcpListener) -> Self {
+        Self::serve_with(listener, None)
+    }
+
+    /// Listens on a free port and serves TLS with `certificate` and `key` (PEM); with
+    /// `client_ca`, only clients presenting a certificate that CA issued are served (mutual TLS).
+    pub async fn start_tls(certificate: &str, key: &str, client_ca: Option<&str>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
+        let identity = tonic::transport::Identity::from_pem(certificate, key);
+        let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+        if let Some(ca) = client_ca {
+            tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+        }
+        Self::serve_with(listener, Some(tls))
+    }
+
+    fn serve_with(listener: tokio::net::TcpListener, tls: Option<tonic::transport::ServerTlsConfig>) -> Self {
         let addr = listener.local_addr().expect("receiver addr");
         let store = Arc::new(Store::default());
         let (stop, stopped) = oneshot::channel::<()>();
         let service = TraceServiceServer::new(Collector(store.clone()));
+        let is_tls = tls.is_some();
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            server = server.tls_config(tls).expect("TLS settings of the receiver");
+        }
         tokio::spawn(async move {
-            tonic::transport::Server::builder()
+            server
                 .add_service(service)
                 .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), async {
                     let _ = stopped.await;
@@ -210,14 +235,16 @@ impl OtlpReceiver {
         });
         Self {
             addr,
+            tls: is_tls,
             store,
             _stop: stop,
         }
     }
 
-    /// `http://127.0.0.1:PORT`, for `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    /// `http://127.0.0.1:PORT` (`https://` when serving TLS), for `OTEL_EXPORTER_OTLP_ENDPOINT`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Every span received so far.

@@ -447,3 +447,82 @@ async fn no_export_is_attempted_when_the_endpoint_is_unset(pool: PgPool) {
     let jobs = inspect::list(&app.pool, &JobFilter::default(), 10).await.expect("list");
     assert_eq!(jobs[0].trace_id.as_deref(), Some(trace.as_str()));
 }
+
+/// PEM files a test points the OTLP certificate variables at; removed when dropped.
+struct PemFiles(Vec<std::path::PathBuf>);
+
+impl PemFiles {
+    fn write(&mut self, name: &str, pem: &str) -> String {
+        let path = std::env::temp_dir().join(format!("linkpulse-{}-{name}.pem", std::process::id()));
+        std::fs::write(&path, pem).expect("write a PEM file");
+        self.0.push(path.clone());
+        path.display().to_string()
+    }
+}
+
+impl Drop for PemFiles {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// A self-issued certificate for `127.0.0.1`: (certificate, key), PEM.
+fn self_issued() -> (String, String) {
+    let issued = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("certificate");
+    (issued.cert.pem(), issued.signing_key.serialize_pem())
+}
+
+/// An `https://` collector is verified: with its CA in `OTEL_EXPORTER_OTLP_CERTIFICATE` the spans
+/// arrive; without it the self-issued certificate is refused, nothing is exported, and the
+/// command still succeeds. A collector that requires mutual TLS gets the spans only from a
+/// producer that presents the client certificate it trusts.
+#[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
+async fn spans_reach_an_https_collector_only_when_its_certificate_is_trusted(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    app.add_links(&[app.url("/ok")]).await;
+    let mut files = PemFiles(Vec::new());
+    let (server_cert, server_key) = self_issued();
+    let ca = files.write("server-ca", &server_cert);
+    let env = |endpoint: String, extra: &[(&'static str, &String)]| {
+        let mut env = vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+            ("OTEL_SERVICE_NAME", "linkpulse-producer".to_owned()),
+            ("OTEL_BSP_SCHEDULE_DELAY", NEVER.to_owned()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (*k, (*v).clone())));
+        env
+    };
+
+    let receiver = OtlpReceiver::start_tls(&server_cert, &server_key, None).await;
+    assert!(receiver.endpoint().starts_with("https://"));
+    // Untrusted: the handshake fails, so no export call ever reaches the service.
+    let (stdout, _) = producer(&app, &["cycle", "--json"], &env(receiver.endpoint(), &[])).await;
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("cycle JSON");
+    assert_eq!(report["check"]["enqueued"], 1, "the command works without its traces");
+    assert_eq!(receiver.exports(), 0, "an unverified collector was sent spans");
+    // Trusted: the spans flushed at exit arrive over TLS.
+    let trusted = [("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca)];
+    producer(&app, &["cycle", "--json"], &env(receiver.endpoint(), &trusted)).await;
+    let cycles = receiver.named("producer.cycle");
+    assert_eq!(cycles.len(), 1, "{:?}", receiver.spans());
+    assert_eq!(cycles[0].service, "linkpulse-producer");
+
+    // Mutual TLS: the collector serves only clients with a certificate it trusts.
+    let (client_cert, client_key) = self_issued();
+    let mutual = OtlpReceiver::start_tls(&server_cert, &server_key, Some(&client_cert)).await;
+    producer(&app, &["cycle", "--json"], &env(mutual.endpoint(), &trusted)).await;
+    assert_eq!(mutual.exports(), 0, "a client without a certificate was served");
+    let (cert_file, key_file) = (
+        files.write("client", &client_cert),
+        files.write("client-key", &client_key),
+    );
+    let with_identity = [
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca),
+        ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &cert_file),
+        ("OTEL_EXPORTER_OTLP_CLIENT_KEY", &key_file),
+    ];
+    producer(&app, &["cycle", "--json"], &env(mutual.endpoint(), &with_identity)).await;
+    assert_eq!(mutual.named("producer.cycle").len(), 1, "{:?}", mutual.spans());
+}
