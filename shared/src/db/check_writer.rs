@@ -23,7 +23,7 @@ const MAX_BATCH: usize = 512;
 const MAX_IN_FLIGHT: usize = 2;
 /// Longest wait for one batch (the pool's `statement_timeout` bounds the statement itself): a
 /// batch stuck on a dead connection must not hold its permit, and its handlers, forever.
-const BATCH_TIMEOUT: Duration = Duration::from_secs(30);
+pub const BATCH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Results waiting for a batch before handlers wait to hand theirs over.
 const CHANNEL_CAPACITY: usize = 4096;
 
@@ -59,8 +59,18 @@ impl CheckWriter {
     /// Starts the writer's task on `pool`; `threshold` consecutive counted failures make a link
     /// `inaccessible`. The task ends when every clone of the writer is dropped.
     pub fn start(pool: PgPool, threshold: i32) -> Self {
+        Self::with_batch_timeout(pool, threshold, BATCH_TIMEOUT)
+    }
+
+    /// [`CheckWriter::start`] with another limit than [`BATCH_TIMEOUT`] on one batch's wait.
+    ///
+    /// A batch that gets no answer in time fails its results, which their jobs then retry. Its
+    /// statement may still commit later (the server does not know the client gave up). The
+    /// retry's write is then a replay of the same job, which changes nothing, so nothing is
+    /// counted twice.
+    pub fn with_batch_timeout(pool: PgPool, threshold: i32, batch_timeout: Duration) -> Self {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        tokio::spawn(run(pool, threshold, rx));
+        tokio::spawn(run(pool, threshold, batch_timeout, rx));
         Self { tx }
     }
 
@@ -111,7 +121,7 @@ impl CheckWriter {
     }
 }
 
-async fn run(pool: PgPool, threshold: i32, mut rx: mpsc::Receiver<Pending>) {
+async fn run(pool: PgPool, threshold: i32, timeout: Duration, mut rx: mpsc::Receiver<Pending>) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     loop {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
@@ -130,7 +140,7 @@ async fn run(pool: PgPool, threshold: i32, mut rx: mpsc::Receiver<Pending>) {
         let pool = pool.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            let answers = write_or_split(&pool, threshold, &batch).await;
+            let answers = write_or_split(&pool, threshold, timeout, &batch).await;
             for (pending, answer) in batch.into_iter().zip(answers) {
                 // A handler that gave up (its job timed out) no longer listens: nothing to do.
                 let _ = pending.reply.send(answer);
@@ -142,9 +152,14 @@ async fn run(pool: PgPool, threshold: i32, mut rx: mpsc::Receiver<Pending>) {
 /// Writes `batch`; if the statement fails, writes each result on its own, so a bad row or a
 /// connection that died fails only the results it must (each then retried through the queue)
 /// instead of costing every job of the batch an attempt. Answers in `batch`'s order.
-async fn write_or_split(pool: &PgPool, threshold: i32, batch: &[Pending]) -> Vec<Result<bool, WriteError>> {
+async fn write_or_split(
+    pool: &PgPool,
+    threshold: i32,
+    timeout: Duration,
+    batch: &[Pending],
+) -> Vec<Result<bool, WriteError>> {
     let whole: Vec<&Pending> = batch.iter().collect();
-    match write_batch(pool, threshold, &whole).await {
+    match write_batch(pool, threshold, timeout, &whole).await {
         Ok(applied) => batch.iter().map(|p| Ok(applied.contains(&p.job_id))).collect(),
         Err(error) if batch.len() == 1 => vec![Err(error)],
         Err(error) => {
@@ -152,7 +167,7 @@ async fn write_or_split(pool: &PgPool, threshold: i32, batch: &[Pending]) -> Vec
             let mut answers = Vec::with_capacity(batch.len());
             for pending in batch {
                 answers.push(
-                    write_batch(pool, threshold, &[pending])
+                    write_batch(pool, threshold, timeout, &[pending])
                         .await
                         .map(|applied| applied.contains(&pending.job_id)),
                 );
@@ -190,7 +205,12 @@ RETURNING u.job_id
 "#;
 
 /// Writes `batch`; returns the job ids whose row changed.
-async fn write_batch(pool: &PgPool, threshold: i32, batch: &[&Pending]) -> Result<HashSet<i64>, WriteError> {
+async fn write_batch(
+    pool: &PgPool,
+    threshold: i32,
+    timeout: Duration,
+    batch: &[&Pending],
+) -> Result<HashSet<i64>, WriteError> {
     // Rows in link order (the nested-loop plan such batches get then locks in that order). Two
     // batches share no link in practice; if they ever did and deadlocked, PostgreSQL aborts one,
     // whose results are then written one by one.
@@ -216,9 +236,9 @@ async fn write_batch(pool: &PgPool, threshold: i32, batch: &[&Pending]) -> Resul
         .bind(sorted.iter().map(|p| p.record.counts_as_failure).collect::<Vec<_>>())
         .bind(sorted.iter().map(|p| p.trace_id.as_deref()).collect::<Vec<_>>())
         .bind(threshold);
-    let rows = tokio::time::timeout(BATCH_TIMEOUT, query.fetch_all(pool))
+    let rows = tokio::time::timeout(timeout, query.fetch_all(pool))
         .await
-        .map_err(|_| WriteError::Database(format!("no answer within {BATCH_TIMEOUT:?}")))?
+        .map_err(|_| WriteError::Database(format!("no answer within {timeout:?}")))?
         .map_err(|e| WriteError::Database(crate::queue::backend::error_chain(&e)))?;
     Ok(rows.into_iter().map(|(id,)| id).collect())
 }

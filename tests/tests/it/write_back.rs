@@ -207,3 +207,44 @@ async fn a_write_back_with_the_database_gone_fails_instead_of_hanging(pool: PgPo
         assert!(answer.is_err(), "{answer:?}");
     }
 }
+
+/// A batch that gets no answer in time fails its results instead of holding their handlers, the
+/// writer goes on writing other links meanwhile, and the job's retry counts the failure once
+/// whether or not the late statement committed after all.
+#[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
+async fn a_batch_without_an_answer_fails_in_time_and_its_retry_counts_once(pool: PgPool) {
+    use std::time::{Duration, Instant};
+
+    let ids = add_links(&pool, 2).await;
+    let (locked, free) = (ids[0], ids[1]);
+    let writer = CheckWriter::with_batch_timeout(pool.clone(), THRESHOLD, Duration::from_millis(500));
+    let mut holder = pool.begin().await.expect("begin");
+    sqlx::query("SELECT id FROM links WHERE id = $1 FOR UPDATE")
+        .bind(locked)
+        .execute(&mut *holder)
+        .await
+        .expect("lock the link's row");
+
+    let started = Instant::now();
+    let answer = tokio::time::timeout(Duration::from_secs(10), writer.record(locked, 1, result("dead", 404)))
+        .await
+        .expect("the writer answers instead of hanging");
+    let error = answer.expect_err("the row is locked: no answer within the batch timeout");
+    assert!(error.to_string().contains("no answer within 500ms"), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+
+    // Other links are written while the late statement still waits for its lock.
+    let other = tokio::time::timeout(Duration::from_secs(10), writer.record(free, 2, result("ok", 200)))
+        .await
+        .expect("another link is not held up");
+    assert!(other.expect("written"));
+
+    holder.rollback().await.expect("release the lock");
+    let retried = tokio::time::timeout(Duration::from_secs(10), writer.record(locked, 1, result("dead", 404)))
+        .await
+        .expect("the retry answers");
+    retried.expect("the retry is written, or found written by the late statement");
+    let after = link(&pool, LinkRef::Id(locked)).await;
+    assert_eq!(after.last_outcome.as_deref(), Some("dead"));
+    assert_eq!(after.consecutive_failures, 1, "one failed check counted once");
+}
