@@ -27,7 +27,7 @@
 //!   without emptying Jaeger.
 //!
 //! - **Span fields are formatted cheaply.** A log line shows the fields of the span it was logged
-//!   in; [`span_fields::SpanFieldsJson`] keeps them as JSON without tracing-subscriber's
+//!   in; `span_fields::SpanFieldsJson` keeps them as JSON without tracing-subscriber's
 //!   parse-and-reserialise on every `Span::record`, which cost about a tenth of a busy worker's
 //!   CPU.
 //!
@@ -93,7 +93,7 @@ pub fn init_logging() {
 ///
 /// An `https://` endpoint is verified against Mozilla's roots and the CA in
 /// `OTEL_EXPORTER_OTLP_CERTIFICATE`, and presents the client certificate of
-/// `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`/`_CLIENT_KEY` when both are set (see [`tls`]).
+/// `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`/`_CLIENT_KEY` when both are set (see `tls.rs`).
 ///
 /// Never fails: an exporter that cannot be built (an invalid endpoint, an unreadable certificate
 /// file) is reported as a warning and the process runs without export. Keep the returned guard
@@ -213,9 +213,34 @@ pub enum TelemetryError {
     /// The OTLP exporter rejected its configuration.
     #[error("cannot build the OTLP exporter: {0}")]
     Exporter(#[source] opentelemetry_otlp::ExporterBuildError),
-    /// A certificate for an `https` endpoint is missing or unreadable.
-    #[error("TLS for the OTLP endpoint: {0}")]
-    Certificate(String),
+    /// A certificate file for an `https` endpoint cannot be read.
+    #[error("TLS for the OTLP endpoint: {var}: cannot read {}: {source}", path.display())]
+    CertificateFile {
+        /// The variable that named the file.
+        var: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why it could not be read.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A certificate file holds no PEM certificate (DER, or empty).
+    #[error("TLS for the OTLP endpoint: {var}: {} holds no PEM certificate", path.display())]
+    NoCertificate {
+        /// The variable that named the file.
+        var: &'static str,
+        /// The file.
+        path: std::path::PathBuf,
+    },
+    /// Only one of the client certificate and key is set.
+    #[error(
+        "TLS for the OTLP endpoint: {var} is set without its pair; mutual TLS needs both \
+         OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY"
+    )]
+    UnpairedClientIdentity {
+        /// The variable that is set.
+        var: &'static str,
+    },
 }
 
 impl ExportRuntime {
