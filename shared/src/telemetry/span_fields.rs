@@ -37,14 +37,20 @@ impl<'w> FormatFields<'w> for SpanFieldsJson {
         if current.fields.is_empty() {
             return self.format_fields(current.as_writer(), fields);
         }
-        // `current` is an object this formatter wrote: reopen it before its closing brace.
-        if current.fields.pop() != Some('}') {
+        // `current` is an object this formatter wrote: reopen it before its closing brace. A value
+        // whose `Debug` fails part-way leaves the object as it was, never half a member.
+        if !current.fields.ends_with('}') {
             return Err(fmt::Error);
         }
+        let before = current.fields.len();
+        current.fields.pop();
         let first = current.fields.ends_with('{');
         let mut members = Members::new(&mut current.fields, first);
         fields.record(&mut members);
         let result = members.result;
+        if result.is_err() {
+            current.fields.truncate(before - 1);
+        }
         current.fields.push('}');
         result
     }
@@ -70,7 +76,7 @@ impl<'a> Members<'a> {
     fn member(&mut self, field: &Field, value: impl FnOnce(&mut dyn fmt::Write) -> fmt::Result) {
         let name = field.name();
         // `log.*` fields are the metadata of a `log` record, shown elsewhere; `r#type` is the
-        // field `type`. The same rules as `JsonFields`.
+        // field `type` (tracing strips the prefix itself today; `JsonFields` strips it too).
         if name.starts_with("log.") || self.result.is_err() {
             return;
         }
@@ -92,7 +98,8 @@ impl Visit for Members<'_> {
         // JSON has no NaN or infinity; `serde_json` writes them as null too.
         self.member(field, |out| {
             if value.is_finite() {
-                write!(out, "{value}")
+                // `{:?}` keeps the decimal point of `1.0` and the exponent of `1e16`, as serde_json.
+                write!(out, "{value:?}")
             } else {
                 out.write_str("null")
             }
@@ -225,6 +232,8 @@ mod tests {
             job.id = 42_i64,
             job.attempt = 3_u32,
             ratio = 0.5_f64,
+            whole = 1.0_f64,
+            huge = 1e16_f64,
             not_a_number = f64::NAN,
             last = true,
             url.host = "example.org",
@@ -276,6 +285,26 @@ mod tests {
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["span"], serde_json::json!({"name": "empty"}));
         assert_eq!(lines[1]["span"], serde_json::json!({"name": "empty", "later": 7}));
+    }
+
+    /// A `Debug` that fails part-way.
+    struct Failing;
+
+    impl fmt::Debug for Failing {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("half")?;
+            Err(fmt::Error)
+        }
+    }
+
+    #[test]
+    fn a_failing_value_leaves_the_recorded_fields_as_they_were() {
+        let span = logged_span(true, || {
+            let span = tracing::info_span!("s", a = 1_i64, b = tracing::field::Empty);
+            span.record("b", tracing::field::debug(Failing));
+            span.in_scope(|| tracing::info!("inside"));
+        });
+        assert_eq!(span, serde_json::json!({"name": "s", "a": 1}));
     }
 
     #[test]
