@@ -128,8 +128,11 @@ for conc in $CONCS; do
   fi
 
   # The ceiling: the same number of jobs through the queue with handlers that do nothing.
-  N=$COUNT CONC=$conc target/release/bench queue "$DATABASE_URL" 2>"$OUT/queue-$conc.log" \
-    | grep '"phase":"process"' >"$OUT/queue-$conc.json"
+  if ! N=$COUNT CONC=$conc target/release/bench queue "$DATABASE_URL" 2>"$OUT/queue-$conc.log" \
+    | grep '"phase":"process"' >"$OUT/queue-$conc.json"; then
+    echo "error: the queue-alone run failed (see $OUT/queue-$conc.log)" >&2
+    exit 1
+  fi
 
   python3 - "$conc" "$((end - start))" "$OUT" <<'PY'
 import json, re, sys
