@@ -321,9 +321,10 @@ pub struct GithubRecord {
 }
 
 /// `link_record_refresh`: fill-only write of a refresh; idempotent per job like
-/// [`CheckWriter::record`](super::check_writer::CheckWriter::record). GitHub `archived` makes the link `archived`; a missing repository makes it
-/// `repo_unavailable`; a repository found again restores `active`. Traced as `db.write_back`,
-/// storing the job's trace id like [`CheckWriter::record`](super::check_writer::CheckWriter::record).
+/// [`CheckWriter::record`](super::check_writer::CheckWriter::record). GitHub `archived` makes the
+/// link `archived`; a missing repository makes it `repo_unavailable`; a repository found again
+/// restores `active`. Traced as `db.write_back`, storing the job's trace id like
+/// [`CheckWriter::record`](super::check_writer::CheckWriter::record).
 ///
 /// # Errors
 ///
