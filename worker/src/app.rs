@@ -40,11 +40,14 @@ pub async fn run(settings: Settings, concurrency: usize, stop: CancellationToken
     let pool = db::connect(&settings.database_url, db::WORKER_ENGINE_CONNECTIONS)
         .await
         .context("failed to connect to the database")?;
-    let handler_pool = db::connect_deferred_commit(&settings.database_url, db::worker_handler_connections(concurrency))
+    let handler_pool = db::connect_handler_pool(&settings.database_url, db::worker_handler_connections(concurrency))
         .await
         .context("failed to connect to the database")?;
+    // Keep as many idle connections to a host as may be in use at once: no more than the jobs of
+    // one host this worker can run, and no more than its concurrency.
+    let host_cap = usize::try_from(settings.queue.host_concurrency).unwrap_or(usize::MAX);
     let fetch_settings = FetchSettings {
-        max_idle_per_host: concurrency,
+        max_idle_per_host: concurrency.min(host_cap),
         ..settings.fetch.clone()
     };
     let fetcher = Fetcher::new(fetch_settings).context("failed to build the HTTP client")?;

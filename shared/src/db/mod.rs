@@ -40,14 +40,12 @@ pub fn worker_connections(concurrency: usize) -> u32 {
     worker_handler_connections(concurrency) + WORKER_ENGINE_CONNECTIONS + 2
 }
 
-/// Opens a pool whose commits do not wait for their WAL flush (`synchronous_commit = off`), for
-/// the worker's link write-backs.
+/// Opens the worker handlers' pool, for the link write-backs.
 ///
-/// Durable all the same: a write-back is followed by its job's completion, committed
-/// synchronously on the engine's pool, and flushing that commit flushes all WAL before it, the
-/// write-back included. A database crash between the two loses both, and the job — still
-/// `running` — is rescued and runs again; the write-back is idempotent per job. What it saves is
-/// one WAL flush per job, the largest cost of a check on a small machine.
+/// Commits are synchronous (the server's default). Skipping the WAL flush here is not safe: the
+/// acker retries a failed acknowledgement until it succeeds, so after a database crash the job's
+/// row, still `running` under the same lease, would be marked done while its unflushed write-back
+/// was lost. Check results are written in batches, so the flush is paid once per batch anyway.
 ///
 /// Connections are not pinged before each use (`test_before_acquire(false)`): that ping is a
 /// round trip per statement, and a connection that did die fails its statement, which retries the
@@ -56,7 +54,7 @@ pub fn worker_connections(concurrency: usize) -> u32 {
 /// # Errors
 ///
 /// If the URL is invalid or the first connection fails.
-pub async fn connect_deferred_commit(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+pub async fn connect_handler_pool(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     let options: PgConnectOptions = url.parse()?;
     PgPoolOptions::new()
         .max_connections(max_connections)
@@ -65,11 +63,7 @@ pub async fn connect_deferred_commit(url: &str, max_connections: u32) -> Result<
         // Not `tuned`: these statements touch rows by primary key (one, or a batch of them), so a
         // generic plan is as good as a custom one and the default plan cache saves replanning.
         // A statement that hangs is cancelled rather than holding a connection of this small pool.
-        .connect_with(options.options([
-            ("jit", "off"),
-            ("synchronous_commit", "off"),
-            ("statement_timeout", "30s"),
-        ]))
+        .connect_with(options.options([("jit", "off"), ("statement_timeout", "30s")]))
         .await
 }
 
