@@ -23,7 +23,7 @@ const MAX_BATCH: usize = 512;
 const MAX_IN_FLIGHT: usize = 2;
 /// Longest wait for one batch (the pool's `statement_timeout` bounds the statement itself): a
 /// batch stuck on a dead connection must not hold its permit, and its handlers, forever.
-pub const BATCH_TIMEOUT: Duration = Duration::from_secs(30);
+const BATCH_TIMEOUT: Duration = Duration::from_secs(30);
 /// Results waiting for a batch before handlers wait to hand theirs over.
 const CHANNEL_CAPACITY: usize = 4096;
 
@@ -62,7 +62,7 @@ impl CheckWriter {
         Self::with_batch_timeout(pool, threshold, BATCH_TIMEOUT)
     }
 
-    /// [`CheckWriter::start`] with another limit than [`BATCH_TIMEOUT`] on one batch's wait.
+    /// [`CheckWriter::start`] with another limit than 30 s on one batch's wait.
     ///
     /// A batch that gets no answer in time fails its results, which their jobs then retry. Its
     /// statement may still commit later (the server does not know the client gave up). The
@@ -137,6 +137,12 @@ async fn run(pool: PgPool, threshold: i32, timeout: Duration, mut rx: mpsc::Rece
                 Err(_) => break,
             }
         }
+        // A handler that gave up (its job timed out and will be retried) no longer listens:
+        // writing its result would only delay the others.
+        batch.retain(|pending| !pending.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
         let pool = pool.clone();
         tokio::spawn(async move {
             let _permit = permit;
@@ -149,9 +155,12 @@ async fn run(pool: PgPool, threshold: i32, timeout: Duration, mut rx: mpsc::Rece
     }
 }
 
-/// Writes `batch`; if the statement fails, writes each result on its own, so a bad row or a
-/// connection that died fails only the results it must (each then retried through the queue)
-/// instead of costing every job of the batch an attempt. Answers in `batch`'s order.
+/// Writes `batch`. If the database refuses the statement because of the data in it (a value it
+/// does not accept, a constraint), writes each result on its own, so one bad row fails alone
+/// instead of costing every job of the batch an attempt. Any other failure (timeout, lost
+/// connection, pool exhausted) fails the whole batch at once: retrying row by row would repeat
+/// the same wait for every row while the other handlers queue up behind it. Answers in `batch`'s
+/// order.
 async fn write_or_split(
     pool: &PgPool,
     threshold: i32,
@@ -161,18 +170,45 @@ async fn write_or_split(
     let whole: Vec<&Pending> = batch.iter().collect();
     match write_batch(pool, threshold, timeout, &whole).await {
         Ok(applied) => batch.iter().map(|p| Ok(applied.contains(&p.job_id))).collect(),
-        Err(error) if batch.len() == 1 => vec![Err(error)],
-        Err(error) => {
-            tracing::warn!(%error, results = batch.len(), "check write-back batch failed; writing one by one");
+        Err(failure) if failure.caused_by_data && batch.len() > 1 => {
+            tracing::warn!(error = %failure.error, results = batch.len(), "check write-back batch refused; writing one by one");
             let mut answers = Vec::with_capacity(batch.len());
             for pending in batch {
                 answers.push(
                     write_batch(pool, threshold, timeout, &[pending])
                         .await
-                        .map(|applied| applied.contains(&pending.job_id)),
+                        .map(|applied| applied.contains(&pending.job_id))
+                        .map_err(|failure| failure.error),
                 );
             }
             answers
+        }
+        Err(failure) => {
+            if batch.len() > 1 {
+                tracing::warn!(error = %failure.error, results = batch.len(), "check write-back batch failed");
+            }
+            vec![Err(failure.error); batch.len()]
+        }
+    }
+}
+
+/// Why a batch was not written, and whether writing its rows one by one could help.
+struct BatchFailure {
+    error: WriteError,
+    /// The server refused the statement for the data in it (SQLSTATE class 22, data exception, or
+    /// 23, integrity constraint violation): some rows may be fine on their own.
+    caused_by_data: bool,
+}
+
+impl BatchFailure {
+    fn from_sqlx(error: &sqlx::Error) -> Self {
+        let caused_by_data = error
+            .as_database_error()
+            .and_then(|e| e.code())
+            .is_some_and(|code| code.starts_with("22") || code.starts_with("23"));
+        Self {
+            error: WriteError::Database(crate::queue::backend::error_chain(error)),
+            caused_by_data,
         }
     }
 }
@@ -210,7 +246,7 @@ async fn write_batch(
     threshold: i32,
     timeout: Duration,
     batch: &[&Pending],
-) -> Result<HashSet<i64>, WriteError> {
+) -> Result<HashSet<i64>, BatchFailure> {
     // Rows in link order (the nested-loop plan such batches get then locks in that order). Two
     // batches share no link in practice; if they ever did and deadlocked, PostgreSQL aborts one,
     // whose results are then written one by one.
@@ -238,7 +274,10 @@ async fn write_batch(
         .bind(threshold);
     let rows = tokio::time::timeout(timeout, query.fetch_all(pool))
         .await
-        .map_err(|_| WriteError::Database(format!("no answer within {timeout:?}")))?
-        .map_err(|e| WriteError::Database(crate::queue::backend::error_chain(&e)))?;
+        .map_err(|_| BatchFailure {
+            error: WriteError::Database(format!("no answer within {timeout:?}")),
+            caused_by_data: false,
+        })?
+        .map_err(|e| BatchFailure::from_sqlx(&e))?;
     Ok(rows.into_iter().map(|(id,)| id).collect())
 }

@@ -276,3 +276,50 @@ async fn a_batch_without_an_answer_fails_in_time_and_its_retry_counts_once(pool:
     assert_eq!(after.last_outcome.as_deref(), Some("dead"));
     assert_eq!(after.consecutive_failures, 1, "one failed check counted once");
 }
+
+/// A batch that times out fails whole, at once: only a batch the database refuses for its data is
+/// written again row by row. (Row by row after a timeout would wait the timeout again for every
+/// row, while every other handler queued behind the two batches in flight.)
+#[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
+async fn a_batch_that_times_out_fails_whole_instead_of_row_by_row(pool: PgPool) {
+    use std::time::{Duration, Instant};
+
+    const LIMIT: Duration = Duration::from_secs(1);
+    let ids = add_links(&pool, 4).await;
+    let (a, b, c, warm) = (ids[0], ids[1], ids[2], ids[3]);
+    let writer = CheckWriter::with_batch_timeout(pool.clone(), THRESHOLD, LIMIT);
+    assert!(writer.record(warm, 1, result("ok", 200)).await.expect("warm-up write"));
+    let mut holder = pool.begin().await.expect("begin");
+    sqlx::query("SELECT id FROM links WHERE id = ANY($1) FOR UPDATE")
+        .bind(vec![a, b])
+        .execute(&mut *holder)
+        .await
+        .expect("lock two links");
+
+    let started = Instant::now();
+    let spawn = |link_id: i64, job_id: i64| {
+        let writer = writer.clone();
+        tokio::spawn(async move { writer.record(link_id, job_id, result("ok", 200)).await })
+    };
+    // Both batches in flight wait on link a, each alone...
+    let first = spawn(a, 2);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = spawn(a, 3);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // ...so b (locked) and c (free) wait for a slot and then go together, as one batch.
+    let locked = spawn(b, 4);
+    let free = spawn(c, 5);
+    for task in [first, second] {
+        let answer = task.await.expect("task");
+        assert!(answer.is_err(), "link a is locked: {answer:?}");
+    }
+    let locked = locked.await.expect("task");
+    let free = free.await.expect("task");
+    let waited = started.elapsed();
+    assert!(locked.is_err(), "link b is locked: {locked:?}");
+    let error = free.expect_err("c shared b's batch, which got no answer: it fails with it");
+    assert!(error.to_string().contains("no answer within"), "{error}");
+    // Two waits (a's batches, then b and c's), not three (b alone, then c alone).
+    assert!(waited < LIMIT * 2 + LIMIT * 7 / 10, "{waited:?}");
+    holder.rollback().await.expect("release");
+}
