@@ -60,7 +60,7 @@ impl HostPacer {
 /// # Errors
 ///
 /// If the statement fails.
-pub async fn start_cooldown(pool: &PgPool, host: &str, delay: Duration, reason: &str) -> Result<(), sqlx::Error> {
+async fn start_cooldown(pool: &PgPool, host: &str, delay: Duration, reason: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
         "WITH expired AS (DELETE FROM host_cooldowns WHERE until < now() - interval '1 day')
          INSERT INTO host_cooldowns (host, until, reason) VALUES ($1, now() + make_interval(secs => $2), $3)
@@ -98,7 +98,7 @@ struct Snapshot {
 }
 
 impl Cooldowns {
-    /// A view of `pool`'s cool-downs, re-read every `refresh_every` (zero: on every lookup).
+    /// A view of `pool`'s cool-downs, re-read every `refresh_every`.
     pub fn new(pool: PgPool, refresh_every: Duration) -> Self {
         Self {
             pool,
@@ -133,11 +133,26 @@ impl Cooldowns {
                 .fetch_all(&self.pool)
                 .await?;
                 let now = Instant::now();
-                let hosts = rows
+                let mut hosts: HashMap<String, (Instant, String)> = rows
                     .into_iter()
                     .map(|(host, secs, reason)| (host, (now + Duration::from_secs_f64(secs.max(0.0)), reason)))
                     .collect();
-                *self.lock() = Snapshot {
+                let mut snapshot = self.lock();
+                // A cool-down this process started while the query ran may be missing from its
+                // rows; cool-downs only ever end by expiring, so the later end of the two wins.
+                for (host, (until, reason)) in snapshot.hosts.drain() {
+                    if until <= now {
+                        continue;
+                    }
+                    match hosts.get_mut(&host) {
+                        Some(read) if read.0 >= until => {}
+                        Some(read) => *read = (until, reason),
+                        None => {
+                            hosts.insert(host, (until, reason));
+                        }
+                    }
+                }
+                *snapshot = Snapshot {
                     taken: Some(now),
                     hosts,
                 };

@@ -84,3 +84,43 @@ async fn a_cooldown_view_without_its_database_says_so(pool: PgPool) {
             .is_err()
     );
 }
+
+/// Lookups between refreshes are answered from the snapshot (one query per refresh, not per job),
+/// and a refresh that does not see a cool-down this worker started keeps it: the row may have been
+/// written after the refresh query read the table.
+#[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
+async fn lookups_use_the_snapshot_and_a_refresh_keeps_local_cooldowns(pool: PgPool) {
+    let view = Cooldowns::new(pool.clone(), REFRESH);
+    assert_eq!(view.remaining("cached.test").await.expect("lookup"), None);
+    sqlx::query("INSERT INTO host_cooldowns (host, until, reason) VALUES ('cached.test', now() + interval '30 seconds', 'HTTP 429')")
+        .execute(&pool)
+        .await
+        .expect("insert a cool-down behind the view's back");
+    assert_eq!(
+        view.remaining("cached.test").await.expect("lookup"),
+        None,
+        "the snapshot is fresh: no query"
+    );
+    tokio::time::sleep(REFRESH + Duration::from_millis(50)).await;
+    assert!(
+        view.remaining("cached.test").await.expect("lookup").is_some(),
+        "re-read once stale"
+    );
+
+    view.start("local.test", Duration::from_secs(30), "HTTP 429")
+        .await
+        .expect("start");
+    // As if the refresh query had run before the row was written.
+    sqlx::query("DELETE FROM host_cooldowns WHERE host = 'local.test'")
+        .execute(&pool)
+        .await
+        .expect("delete");
+    tokio::time::sleep(REFRESH + Duration::from_millis(50)).await;
+    let (left, reason) = view
+        .remaining("local.test")
+        .await
+        .expect("lookup")
+        .expect("the local cool-down survives the refresh");
+    assert!(left > Duration::from_secs(28), "{left:?}");
+    assert_eq!(reason, "HTTP 429");
+}
