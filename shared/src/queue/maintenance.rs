@@ -14,10 +14,12 @@ pub const MAINTENANCE_LOCK_KEY: i64 = 0x006c_706d_6169_6e74;
 /// Deletes the rows of workers silent for longer than `$1` seconds, then takes back every running
 /// job whose owner is one of them or has no row at all (a worker that was deregistered while
 /// holding leases). The attempt stays counted: a job that keeps killing its worker ends `failed`
-/// instead of looping, and it waits out the retry policy's backoff (`$2` base, `$3` ceiling, in
-/// seconds, half of it jittered) like any failed attempt, so it does not take down the next
-/// worker at once. Locks the dead workers' rows and the rescued job rows; the slot-release
-/// trigger frees their group slots.
+/// instead of looping, and it waits out the retry policy's backoff like any failed attempt, so it
+/// does not take down the next worker at once. `$2` holds the policy's ceilings for attempts 1, 2,
+/// …, the last one repeating (computed in Rust by [`RetryPolicy::ceiling`], so the formula lives
+/// in one place); half of the ceiling is jittered here. The audit columns say what the lost
+/// attempt found: nothing (`error`), with the same reason as its `lost` error. Locks the dead
+/// workers' rows and the rescued job rows; the slot-release trigger frees their group slots.
 const JOB_RESCUE_LOST: &str = r#"
 WITH dead AS (
     DELETE FROM queue_workers WHERE heartbeat_at < now() - make_interval(secs => $1) RETURNING id
@@ -25,19 +27,26 @@ WITH dead AS (
 UPDATE queue_jobs j
 SET state = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'queued' END,
     finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
-    -- the Rust policy's formula; the exponent capped (as there) so power() cannot overflow
     run_at = CASE WHEN j.attempts >= j.max_attempts THEN j.run_at
                   ELSE now() + make_interval(secs =>
-                      least($2 * power(2, least(greatest(j.attempts - 1, 0), 30)), $3) * (0.5 + random() / 2))
+                      $2[least(greatest(j.attempts, 1), array_length($2, 1))] * (0.5 + random() / 2))
              END,
     lease_owner = NULL,
     errors = j.errors || jsonb_build_array(jsonb_build_object(
         'attempt', j.attempts, 'at', now(), 'kind', 'lost',
-        'error', 'worker ' || j.lease_owner::text || ' stopped heartbeating'))
+        'error', 'worker ' || j.lease_owner::text || ' stopped heartbeating')),
+    result_class = 'error',
+    status_code = NULL,
+    result_detail = 'worker ' || j.lease_owner::text || ' stopped heartbeating',
+    duration_ms = NULL
 WHERE j.state = 'running'
   AND (j.lease_owner IN (SELECT id FROM dead)
        OR NOT EXISTS (SELECT 1 FROM queue_workers w WHERE w.id = j.lease_owner))
 "#;
+
+/// Ceilings passed to `job_rescue_lost`: attempt 31 and later reuse the last one (the policy
+/// caps its exponent at 30 too).
+const RESCUE_CEILINGS: i32 = 31;
 
 /// `job_prune_finished`: one bounded batch of finished jobs of one state past retention, oldest
 /// first. `SKIP LOCKED` keeps it out of the way of an operator requeueing the same rows.
@@ -61,8 +70,11 @@ WHERE id IN (
 pub async fn rescue_lost(pool: &PgPool, rescue_after: Duration, policy: &RetryPolicy) -> Result<u64, QueueError> {
     let result = sqlx::query(JOB_RESCUE_LOST)
         .bind(rescue_after.as_secs_f64())
-        .bind(policy.base.min(super::ack::MAX_SNOOZE).as_secs_f64())
-        .bind(policy.max.min(super::ack::MAX_SNOOZE).as_secs_f64())
+        .bind(
+            (1..=RESCUE_CEILINGS)
+                .map(|attempt| policy.ceiling(attempt).min(super::ack::MAX_SNOOZE).as_secs_f64())
+                .collect::<Vec<_>>(),
+        )
         .execute(pool)
         .await?;
     Ok(result.rows_affected())

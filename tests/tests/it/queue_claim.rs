@@ -70,6 +70,12 @@ async fn completion_of_a_rescued_attempt_is_refused(pool: PgPool) {
     let first = claim::claim_batch(&pool, old_owner, KINDS, 10, 2).await.expect("claim");
     assert_eq!(first.len(), 1);
 
+    // What an earlier attempt found stays on the row until an attempt ends.
+    sqlx::query("UPDATE queue_jobs SET result_class = 'transient', status_code = 503, result_detail = 'HTTP 503', duration_ms = 40 WHERE id = $1")
+        .bind(ids[0])
+        .execute(&pool)
+        .await
+        .expect("an earlier attempt's audit");
     // The old worker goes silent: its row ages past the rescue threshold.
     sqlx::query("UPDATE queue_workers SET heartbeat_at = now() - interval '1 hour' WHERE id = $1")
         .bind(old_owner)
@@ -87,6 +93,19 @@ async fn completion_of_a_rescued_attempt_is_refused(pool: PgPool) {
         "rescue keeps the attempt counted"
     );
     assert_eq!(errors[0]["kind"], "lost");
+    // The audit trail says the lost attempt found nothing, not what the one before it found.
+    let (class, code, detail, duration): (Option<String>, Option<i32>, Option<String>, Option<i32>) =
+        sqlx::query_as("SELECT result_class, status_code, result_detail, duration_ms FROM queue_jobs WHERE id = $1")
+            .bind(ids[0])
+            .fetch_one(&pool)
+            .await
+            .expect("audit");
+    assert_eq!((class.as_deref(), code, duration), (Some("error"), None, None));
+    assert_eq!(
+        detail.as_deref(),
+        errors[0]["error"].as_str(),
+        "the same reason as the error"
+    );
     // Like any failed attempt it waits out the backoff (1 s after attempt 1, half of it
     // jittered), so a job that kills its worker does not take down the next one at once.
     let (wait,): (f64,) = sqlx::query_as(
@@ -128,6 +147,63 @@ async fn completion_of_a_rescued_attempt_is_refused(pool: PgPool) {
     let current = Completion::new(lease_of(&second[0], new_owner), Outcome::Done);
     assert_eq!(ack::complete_many(&pool, &[current], &policy).await.expect("ack"), 1);
     assert_eq!(job(&pool, ids[0]).await.0, "done");
+}
+
+/// A rescued job's wait follows the retry policy for its attempt: doubling, then capped.
+#[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
+async fn rescue_backoff_doubles_with_the_attempt_and_stops_at_the_cap(pool: PgPool) {
+    let ids = enqueue(&pool, &[(TestJob::default(), None), (TestJob::default(), None)], 50).await;
+    let owner = Uuid::new_v4();
+    registry::register(&pool, owner, "lost").await.expect("register");
+    assert_eq!(
+        claim::claim_batch(&pool, owner, KINDS, 10, 2)
+            .await
+            .expect("claim")
+            .len(),
+        2
+    );
+    // The third attempt and the fortieth were running when the worker went silent.
+    for (id, attempts) in [(ids[0], 3), (ids[1], 40)] {
+        sqlx::query("UPDATE queue_jobs SET attempts = $2 WHERE id = $1")
+            .bind(id)
+            .bind(attempts)
+            .execute(&pool)
+            .await
+            .expect("set attempts");
+    }
+    sqlx::query("UPDATE queue_workers SET heartbeat_at = now() - interval '1 hour'")
+        .execute(&pool)
+        .await
+        .expect("age worker");
+    let policy = RetryPolicy {
+        base: Duration::from_secs(1),
+        max: Duration::from_secs(10),
+    };
+    assert_eq!(
+        maintenance::rescue_lost(&pool, Duration::from_secs(30), &policy)
+            .await
+            .expect("rescue"),
+        2
+    );
+    let wait = |id: i64| {
+        let pool = pool.clone();
+        async move {
+            let (wait,): (f64,) = sqlx::query_as(
+                "SELECT extract(epoch FROM run_at - (errors -> 0 ->> 'at')::timestamptz)::float8 FROM queue_jobs WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .expect("run_at");
+            wait
+        }
+    };
+    // Attempt 3: 1 s × 2² = 4 s, half of it jittered.
+    let third = wait(ids[0]).await;
+    assert!((2.0..=4.0).contains(&third), "attempt 3 waits {third} s");
+    // Attempt 40: far past the cap, so 10 s, half of it jittered.
+    let fortieth = wait(ids[1]).await;
+    assert!((5.0..=10.0).contains(&fortieth), "attempt 40 waits {fortieth} s");
 }
 
 #[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
