@@ -37,10 +37,23 @@ impl Reply {
 /// A deliberately tiny HTTP/1.0 client (the test crate has no HTTP client, and 1.0 means the
 /// server closes the connection after a plain, unchunked body).
 pub async fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Reply {
+    let bearer = token.map(|token| format!("Bearer {token}"));
+    let headers: Vec<(&str, &str)> = bearer.iter().map(|b| ("Authorization", b.as_str())).collect();
+    http_with(addr, method, path, &headers, body).await
+}
+
+/// [`http`] with any request headers.
+pub async fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Reply {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
-    if let Some(token) = token {
-        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
     }
     let body = body.unwrap_or("");
     if method == "POST" {
@@ -243,6 +256,74 @@ async fn requeue_through_the_api_moves_exactly_the_selected_failed_jobs(pool: Pg
     assert_eq!(crate::helpers::count_state(&app.pool, "failed").await, 3);
     let reply = http(addr, "POST", "/api/links/999999/activate", Some(TOKEN), None).await;
     assert_eq!(reply.status, 404, "{}", reply.body);
+}
+
+/// The dashboard's requeue button moves exactly the clicked job and, when it cannot, says why:
+/// the job is no longer failed, or its link already has a queued job of that kind.
+#[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
+async fn dashboard_requeue_moves_the_clicked_job_or_says_why_not(pool: PgPool) {
+    let app = TestApp::spawn(pool).await;
+    let ids = app.add_links(&[app.url("/a"), app.url("/b")]).await;
+    app.run_cycle().await;
+    fail_all(&app.pool, "check").await;
+    let (addr, _stop) = admin(&app, Some(TOKEN)).await;
+    let failed_check = |link: i64| {
+        let pool = app.pool.clone();
+        async move {
+            let (id,): (i64,) = sqlx::query_as("SELECT id FROM queue_jobs WHERE kind = 'check' AND dedupe_key = $1")
+                .bind(linkpulse_shared::jobs::dedupe_key(link))
+                .fetch_one(&pool)
+                .await
+                .expect("the link's check job");
+            id
+        }
+    };
+    let (job_a, job_b) = (failed_check(ids[0]).await, failed_check(ids[1]).await);
+    let cookie = format!("linkpulse_admin_token={TOKEN}");
+    let click = |job: i64, cookie: String| async move {
+        http_with(
+            addr,
+            "POST",
+            &format!("/dashboard/requeue/{job}"),
+            &[("Cookie", &cookie)],
+            None,
+        )
+        .await
+    };
+
+    let reply = click(job_a, "linkpulse_admin_token=wrong".to_owned()).await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    let reply = click(job_a, cookie.clone()).await;
+    assert_eq!(reply.status, 303, "back to the page: {}", reply.body);
+    assert_eq!(
+        crate::helpers::count_state(&app.pool, "queued").await,
+        1,
+        "only the clicked job"
+    );
+
+    // Clicked twice (a stale page): it is no longer failed.
+    let reply = click(job_a, cookie.clone()).await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(reply.body.contains("it is not a failed job"), "{}", reply.body);
+    let reply = click(999_999, cookie.clone()).await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(reply.body.contains("it is not a failed job"), "{}", reply.body);
+
+    // Link b's check is due again, and the next cycle queued a new one: the old job stays failed.
+    app.run_cycle().await;
+    let reply = click(job_b, cookie).await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(
+        reply.body.contains("already has a queued or running job of that kind"),
+        "{}",
+        reply.body
+    );
+    let (state,): (String,) = sqlx::query_as("SELECT state FROM queue_jobs WHERE id = $1")
+        .bind(job_b)
+        .fetch_one(&app.pool)
+        .await
+        .expect("state");
+    assert_eq!(state, "failed");
 }
 
 #[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
