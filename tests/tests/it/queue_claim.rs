@@ -108,13 +108,7 @@ async fn completion_of_a_rescued_attempt_is_refused(pool: PgPool) {
     );
     // Like any failed attempt it waits out the backoff (1 s after attempt 1, half of it
     // jittered), so a job that kills its worker does not take down the next one at once.
-    let (wait,): (f64,) = sqlx::query_as(
-        "SELECT extract(epoch FROM run_at - (errors -> 0 ->> 'at')::timestamptz)::float8 FROM queue_jobs WHERE id = $1",
-    )
-    .bind(ids[0])
-    .fetch_one(&pool)
-    .await
-    .expect("run_at");
+    let wait = wait_after_rescue(&pool, ids[0]).await;
     assert!((0.5..=1.0).contains(&wait), "rescued job due {wait} s after the rescue");
     // (A live worker's claim: the old owner's row is gone, so its claims find nothing anyway.)
     let new_owner = Uuid::new_v4();
@@ -147,6 +141,18 @@ async fn completion_of_a_rescued_attempt_is_refused(pool: PgPool) {
     let current = Completion::new(lease_of(&second[0], new_owner), Outcome::Done);
     assert_eq!(ack::complete_many(&pool, &[current], &policy).await.expect("ack"), 1);
     assert_eq!(job(&pool, ids[0]).await.0, "done");
+}
+
+/// Seconds from a job's first rescue (its first error) to the time it is due again.
+async fn wait_after_rescue(pool: &PgPool, id: i64) -> f64 {
+    let (wait,): (f64,) = sqlx::query_as(
+        "SELECT extract(epoch FROM run_at - (errors -> 0 ->> 'at')::timestamptz)::float8 FROM queue_jobs WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(pool)
+    .await
+    .expect("run_at");
+    wait
 }
 
 /// A rescued job's wait follows the retry policy for its attempt: doubling, then capped.
@@ -185,24 +191,11 @@ async fn rescue_backoff_doubles_with_the_attempt_and_stops_at_the_cap(pool: PgPo
             .expect("rescue"),
         2
     );
-    let wait = |id: i64| {
-        let pool = pool.clone();
-        async move {
-            let (wait,): (f64,) = sqlx::query_as(
-                "SELECT extract(epoch FROM run_at - (errors -> 0 ->> 'at')::timestamptz)::float8 FROM queue_jobs WHERE id = $1",
-            )
-            .bind(id)
-            .fetch_one(&pool)
-            .await
-            .expect("run_at");
-            wait
-        }
-    };
     // Attempt 3: 1 s × 2² = 4 s, half of it jittered.
-    let third = wait(ids[0]).await;
+    let third = wait_after_rescue(&pool, ids[0]).await;
     assert!((2.0..=4.0).contains(&third), "attempt 3 waits {third} s");
     // Attempt 40: far past the cap, so 10 s, half of it jittered.
-    let fortieth = wait(ids[1]).await;
+    let fortieth = wait_after_rescue(&pool, ids[1]).await;
     assert!((5.0..=10.0).contains(&fortieth), "attempt 40 waits {fortieth} s");
 }
 
