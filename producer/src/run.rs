@@ -8,7 +8,7 @@ use anyhow::Context;
 use sqlx::{Connection, PgConnection};
 use tokio_util::sync::CancellationToken;
 
-use linkpulse_shared::config::Settings;
+use linkpulse_shared::config::{ExposeSecret, Settings};
 use linkpulse_shared::metrics::{CYCLES_TOTAL, PRODUCER_LEADER};
 
 /// Advisory lock key held by the cycling producer ("lpcycle").
@@ -64,7 +64,7 @@ impl Leader {
 /// If the database pool cannot be created.
 pub async fn run(settings: Settings, stop: CancellationToken) -> anyhow::Result<()> {
     // One connection more than the cycle needs, for the admin server's probes and queries.
-    let pool = linkpulse_shared::db::connect(&settings.database_url, 5)
+    let pool = linkpulse_shared::db::connect(settings.database_url.expose_secret(), 5)
         .await
         .context("failed to connect to the database")?;
     // Every replica serves the admin API, leader or not: a Service may route to any of them.
@@ -81,7 +81,7 @@ pub async fn run(settings: Settings, stop: CancellationToken) -> anyhow::Result<
             () = stop.cancelled() => break,
             _ = ticker.tick() => {}
         }
-        let leading = leader.ensure(&settings.database_url).await;
+        let leading = leader.ensure(settings.database_url.expose_secret()).await;
         metrics::gauge!(PRODUCER_LEADER).set(if leading { 1.0 } else { 0.0 });
         if !leading {
             tracing::debug!("not the leader; skipping this cycle");

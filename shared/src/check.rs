@@ -83,7 +83,7 @@ fn request(method: Method, url: &Url) -> FetchRequest {
         url: url.clone(),
         headers,
         max_body: CHECK_BODY_BYTES,
-        stop_at_head: false,
+        stop_at: None,
     }
 }
 
@@ -141,7 +141,7 @@ fn classify_error(error: &FetchError) -> CheckResult {
         | FetchError::TooManyRedirects(_)
         | FetchError::RedirectLoop(_)
         | FetchError::InvalidRedirect(_) => Verdict::Dead,
-        FetchError::Timeout(_) | FetchError::Connect(_) | FetchError::Other(_) => Verdict::Transient,
+        FetchError::Timeout { .. } | FetchError::Connect(_) | FetchError::Other(_) => Verdict::Transient,
         FetchError::Local(_) => Verdict::Blocked,
     };
     CheckResult {
@@ -229,7 +229,13 @@ mod tests {
             (FetchError::RedirectLoop("x".into()), Verdict::Dead),
             (FetchError::Tls("x".into()), Verdict::Dead),
             (FetchError::Refused(crate::fetch::Refused("x".into())), Verdict::Dead),
-            (FetchError::Timeout(Duration::from_secs(1)), Verdict::Transient),
+            (
+                FetchError::Timeout {
+                    phase: crate::fetch::client::TimeoutPhase::Body,
+                    limit: Duration::from_secs(1),
+                },
+                Verdict::Transient,
+            ),
             (FetchError::Connect("reset".into()), Verdict::Transient),
             (FetchError::Local("EMFILE".into()), Verdict::Blocked),
         ];

@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+pub use secrecy::{ExposeSecret, SecretString};
+
 use crate::queue::RetryPolicy;
 use crate::queue::backoff::{DEFAULT_RETRY_BASE, DEFAULT_RETRY_MAX};
 
@@ -271,8 +273,8 @@ pub const DEFAULT_WORKER_ADDR: &str = "0.0.0.0:9090";
 /// Every setting of the producer and the worker.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// `DATABASE_URL` (required).
-    pub database_url: String,
+    /// `DATABASE_URL` (required). Secret: it may carry a password, and settings get logged.
+    pub database_url: SecretString,
     /// Queue behaviour.
     pub queue: QueueSettings,
     /// `LINKPULSE_CHECK_AFTER`: a check is due this long after the last one (`0s` = every cycle).
@@ -305,8 +307,8 @@ pub struct Settings {
     /// `LINKPULSE_JAEGER_URL` (unset by default): base URL of the Jaeger UI; when set, `links show`
     /// and the dashboard print a link to a job's trace (`{base}/trace/{trace_id}`).
     pub jaeger_url: Option<url::Url>,
-    /// `GITHUB_TOKEN` (optional; raises GitHub's rate limit).
-    pub github_token: Option<String>,
+    /// `GITHUB_TOKEN` (optional; raises GitHub's rate limit). Secret.
+    pub github_token: Option<SecretString>,
     /// `LINKPULSE_ADMIN_ADDR`: the producer's admin HTTP.
     pub admin_addr: std::net::SocketAddr,
     /// `LINKPULSE_WORKER_ADDR`: the worker's health and metrics HTTP.
@@ -348,7 +350,7 @@ impl Settings {
     #[allow(clippy::expect_used)]
     pub fn defaults(database_url: impl Into<String>) -> Self {
         Self {
-            database_url: database_url.into(),
+            database_url: SecretString::from(database_url.into()),
             queue: QueueSettings::default(),
             check_after: DEFAULT_CHECK_AFTER,
             refresh_after: DEFAULT_REFRESH_AFTER,
@@ -404,7 +406,7 @@ impl Settings {
         s.host_interval = env.duration("LINKPULSE_HOST_INTERVAL", crate::politeness::DEFAULT_HOST_INTERVAL)?;
         s.github_api_url = env.parse("LINKPULSE_GITHUB_API_URL", s.github_api_url.clone())?;
         s.jaeger_url = jaeger_url(env)?;
-        s.github_token = env.optional("GITHUB_TOKEN");
+        s.github_token = env.optional("GITHUB_TOKEN").map(SecretString::from);
         s.admin_addr = env.parse("LINKPULSE_ADMIN_ADDR", s.admin_addr)?;
         s.worker_addr = env.parse("LINKPULSE_WORKER_ADDR", s.worker_addr)?;
         s.admin_token = env.optional("LINKPULSE_ADMIN_TOKEN").map(AdminToken::new);
@@ -443,5 +445,25 @@ mod admin_token_tests {
         let settings = Settings::from_env(&env).expect("settings");
         assert_eq!(settings.admin_token.as_ref().map(AdminToken::expose), Some("hunter2"));
         assert!(!format!("{settings:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn the_database_password_and_github_token_never_show_in_debug_output() {
+        let env = Env::new(|k| match k {
+            "DATABASE_URL" => Some("postgres://app:pa55word@db/links".to_owned()),
+            "GITHUB_TOKEN" => Some("ghp_s3cret".to_owned()),
+            _ => None,
+        });
+        let settings = Settings::from_env(&env).expect("settings");
+        assert_eq!(
+            settings.database_url.expose_secret(),
+            "postgres://app:pa55word@db/links"
+        );
+        assert_eq!(
+            settings.github_token.as_ref().map(ExposeSecret::expose_secret),
+            Some("ghp_s3cret")
+        );
+        let debug = format!("{settings:?}");
+        assert!(!debug.contains("pa55word") && !debug.contains("ghp_s3cret"), "{debug}");
     }
 }

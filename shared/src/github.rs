@@ -18,6 +18,7 @@ use reqwest::StatusCode;
 use reqwest::header::{
     ACCEPT, AUTHORIZATION, DATE, ETAG, HeaderMap, HeaderName, HeaderValue, IF_NONE_MATCH, LOCATION, RETRY_AFTER,
 };
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use url::Url;
 
@@ -207,7 +208,7 @@ impl GithubError {
 pub struct GithubClient {
     http: reqwest::Client,
     api_base: Url,
-    token: Option<String>,
+    token: Option<SecretString>,
 }
 
 /// By hand so the token never reaches a log line.
@@ -248,7 +249,7 @@ impl GithubClient {
     /// `http` is built by the caller (our fetch client: user agent, timeouts, SSRF guard).
     /// `api_base` is e.g. `https://api.github.com` (or `https://ghe.example/api/v3`; tests pass a
     /// local server's URL). `token` is optional: without it GitHub allows 60 requests an hour.
-    pub fn new(http: reqwest::Client, api_base: Url, token: Option<String>) -> Self {
+    pub fn new(http: reqwest::Client, api_base: Url, token: Option<SecretString>) -> Self {
         Self { http, api_base, token }
     }
 
@@ -362,7 +363,7 @@ impl GithubClient {
         headers.insert(API_VERSION_HEADER, HeaderValue::from_static(API_VERSION));
         if let Some(token) = &self.token {
             // The error must not echo the token.
-            let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+            let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
                 .map_err(|_| GithubError::unexpected(0, "the GitHub token is not a valid header value"))?;
             value.set_sensitive(true);
             headers.insert(AUTHORIZATION, value);
@@ -591,7 +592,7 @@ mod tests {
     async fn serve(router: Router, token: Option<&str>) -> GithubClient {
         let (listener, base) = bind().await;
         spawn(listener, router);
-        GithubClient::new(http(), base, token.map(str::to_owned))
+        GithubClient::new(http(), base, token.map(|t| SecretString::from(t.to_owned())))
     }
 
     fn repo(owner: &str, name: &str) -> RepoRef {
@@ -967,7 +968,7 @@ mod tests {
         // A GitHub Enterprise style base with a path.
         let api_base = base.join("/api/v3").expect("join");
 
-        let with_token = GithubClient::new(http(), api_base.clone(), Some("s3cret-token".into()));
+        let with_token = GithubClient::new(http(), api_base.clone(), Some(SecretString::from("s3cret-token")));
         let without = GithubClient::new(http(), api_base, None);
         assert!(matches!(
             with_token.repo(&repo("octo", "thing"), None).await.expect("lookup"),

@@ -14,6 +14,7 @@
 //! - [`github`]: the GitHub API client for repository links.
 //! - [`politeness`]: per-host pacing and pool-wide cool-downs.
 //! - [`queue`]: the PostgreSQL job queue and its apalis backend.
+//! - [`redact`]: URLs in error text without query strings or credentials.
 //! - [`shutdown`]: signals and the drain of a worker.
 //! - [`telemetry`]: logging setup.
 
@@ -28,5 +29,6 @@ pub mod metadata;
 pub mod metrics;
 pub mod politeness;
 pub mod queue;
+pub mod redact;
 pub mod shutdown;
 pub mod telemetry;

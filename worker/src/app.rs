@@ -7,7 +7,7 @@ use anyhow::Context;
 use apalis::prelude::*;
 use tokio_util::sync::CancellationToken;
 
-use linkpulse_shared::config::Settings;
+use linkpulse_shared::config::{ExposeSecret, Settings};
 use linkpulse_shared::db::{self, check_writer::CheckWriter};
 use linkpulse_shared::fetch::{FetchSettings, Fetcher};
 use linkpulse_shared::github::GithubClient;
@@ -37,12 +37,15 @@ pub async fn run(settings: Settings, concurrency: usize, stop: CancellationToken
     // (claims and the listener have their own). Handlers hold a connection only for their short
     // write-back statements, so a handful serves hundreds of concurrent jobs and keeps a scaled-out
     // pool of workers under the server's connection limit.
-    let pool = db::connect(&settings.database_url, db::WORKER_ENGINE_CONNECTIONS)
+    let pool = db::connect(settings.database_url.expose_secret(), db::WORKER_ENGINE_CONNECTIONS)
         .await
         .context("failed to connect to the database")?;
-    let handler_pool = db::connect_handler_pool(&settings.database_url, db::worker_handler_connections(concurrency))
-        .await
-        .context("failed to connect to the database")?;
+    let handler_pool = db::connect_handler_pool(
+        settings.database_url.expose_secret(),
+        db::worker_handler_connections(concurrency),
+    )
+    .await
+    .context("failed to connect to the database")?;
     // Keep as many idle connections to a host as may be in use at once: no more than the jobs of
     // one host this worker can run, and no more than its concurrency.
     let host_cap = usize::try_from(settings.queue.host_concurrency).unwrap_or(usize::MAX);

@@ -18,6 +18,8 @@ use super::{AdminState, ApiError};
 const DEFAULT_JOBS_LIMIT: i64 = 50;
 /// Default `limit` of `/api/links` (as `links list`).
 const DEFAULT_LINKS_LIMIT: i64 = 1000;
+/// Largest `limit` a listing accepts: a page, not the table (past it: 400).
+pub const MAX_LIST_LIMIT: i64 = 1000;
 /// Link statuses a filter may name.
 const STATUSES: [&str; 4] = ["active", "inaccessible", "repo_unavailable", "archived"];
 
@@ -27,7 +29,7 @@ const STATUSES: [&str; 4] = ["active", "inaccessible", "repo_unavailable", "arch
 ///
 /// 500 if the database fails.
 pub async fn queue_stats(State(state): State<AdminState>) -> Result<Json<QueueStats>, ApiError> {
-    Ok(Json(inspect::stats(&state.pool, &KINDS).await?))
+    Ok(Json(inspect::stats(&state.readers, &KINDS).await?))
 }
 
 /// Query of `GET /api/jobs`. Strings, parsed by hand, so a bad value gets our JSON error.
@@ -52,8 +54,8 @@ pub async fn jobs(
         kind: parse_kind(query.kind)?,
         ..JobFilter::default()
     };
-    let limit = parse_limit(query.limit.as_deref(), DEFAULT_JOBS_LIMIT)?;
-    Ok(Json(inspect::list(&state.pool, &filter, limit).await?))
+    let limit = parse_limit(query.limit.as_deref(), DEFAULT_JOBS_LIMIT, MAX_LIST_LIMIT)?;
+    Ok(Json(inspect::list(&state.readers, &filter, limit).await?))
 }
 
 /// Query of `GET /api/links`.
@@ -81,8 +83,8 @@ pub async fn links(
             STATUSES.join(", ")
         )));
     }
-    let limit = parse_limit(query.limit.as_deref(), DEFAULT_LINKS_LIMIT)?;
-    Ok(Json(links::list(&state.pool, status.as_deref(), limit).await?))
+    let limit = parse_limit(query.limit.as_deref(), DEFAULT_LINKS_LIMIT, MAX_LIST_LIMIT)?;
+    Ok(Json(links::list(&state.readers, status.as_deref(), limit).await?))
 }
 
 /// Body of `POST /api/queue/requeue`; every field optional (state defaults to `failed`), all
@@ -202,13 +204,15 @@ fn parse_kind(kind: Option<String>) -> Result<Option<String>, ApiError> {
     }
 }
 
-fn parse_limit(limit: Option<&str>, default: i64) -> Result<i64, ApiError> {
-    match limit.filter(|l| !l.is_empty()) {
-        None => Ok(default),
-        Some(l) => l
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= 0)
-            .ok_or_else(|| ApiError::BadRequest(format!("limit must be a non-negative integer, not {l:?}"))),
+fn parse_limit(limit: Option<&str>, default: i64, max: i64) -> Result<i64, ApiError> {
+    let Some(text) = limit.filter(|l| !l.is_empty()) else {
+        return Ok(default);
+    };
+    match text.parse::<i64>() {
+        Ok(n) if (0..=max).contains(&n) => Ok(n),
+        Ok(n) if n > max => Err(ApiError::BadRequest(format!("limit must be at most {max}, not {n}"))),
+        _ => Err(ApiError::BadRequest(format!(
+            "limit must be a non-negative integer, not {text:?}"
+        ))),
     }
 }

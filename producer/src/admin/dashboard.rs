@@ -76,9 +76,9 @@ fn back_to_page() -> Response {
 
 /// `GET /`.
 async fn page(State(state): State<AdminState>, headers: HeaderMap) -> Result<Html<String>, ApiError> {
-    let stats = inspect::stats(&state.pool, &KINDS).await?;
+    let stats = inspect::stats(&state.readers, &KINDS).await?;
     let failed = inspect::list(
-        &state.pool,
+        &state.readers,
         &JobFilter {
             state: Some(JobState::Failed),
             ..JobFilter::default()
@@ -86,7 +86,7 @@ async fn page(State(state): State<AdminState>, headers: HeaderMap) -> Result<Htm
         FAILED_SHOWN,
     )
     .await?;
-    let finished = inspect::recently_finished(&state.pool, FINISHED_SHOWN).await?;
+    let finished = inspect::recently_finished(&state.readers, FINISHED_SHOWN).await?;
     let logged_in = auth::check(state.settings.admin_token.as_ref(), cookie_token(&headers)).is_ok();
 
     let mut html = String::from(
@@ -168,7 +168,7 @@ async fn page(State(state): State<AdminState>, headers: HeaderMap) -> Result<Htm
 
     html.push_str("<h2>Links not active</h2><table id=links><tr><th>id</th><th>status</th><th>failures</th><th>url</th><th></th></tr>");
     for status in ["inaccessible", "repo_unavailable", "archived"] {
-        for link in links::list(&state.pool, Some(status), LINKS_SHOWN).await? {
+        for link in links::list(&state.readers, Some(status), LINKS_SHOWN).await? {
             let _ = write!(
                 html,
                 "<tr id=\"link-{id}\"><td>{id}</td><td>{}</td><td class=n>{}</td><td>{}</td>\

@@ -24,7 +24,7 @@ static SCRAPE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// `GET /metrics` in the Prometheus text format.
 pub async fn render(State(state): State<AdminState>) -> impl IntoResponse {
     let _scrape = SCRAPE.lock().await;
-    if let Err(error) = refresh(&state.pool).await {
+    if let Err(error) = refresh(&state.readers).await {
         tracing::warn!(
             error = format!("{error:#}"),
             "cannot refresh queue metrics; serving the last values"

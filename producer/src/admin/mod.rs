@@ -17,6 +17,7 @@ pub mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use axum::Json;
@@ -28,14 +29,29 @@ use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::timeout::TimeoutLayer;
 
-use linkpulse_shared::config::Settings;
+use linkpulse_shared::config::{ExposeSecret, Settings};
+
+/// Most requests the admin server handles at once; more wait their turn (and time out), so a burst
+/// costs queueing, not memory or database connections.
+pub const MAX_CONCURRENT_REQUESTS: usize = 32;
+/// Longest one admin request may take, waiting for its turn included (then 503).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// Largest request body any route accepts (the biggest real one is a small JSON object or form).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Connections of the readers' pool ([`linkpulse_shared::db::connect_readers`]).
+pub const READER_CONNECTIONS: u32 = 3;
 
 /// What every handler shares. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AdminState {
-    /// The producer's pool.
+    /// The producer's pool: mutations (requeue, activate, cycle now), shared with the cycles.
     pub pool: PgPool,
+    /// Read-only connections with a statement timeout for pages, listings, stats, scrapes and
+    /// probes, apart from `pool`, so readers can never starve the leader's cycles.
+    pub readers: PgPool,
     /// Settings (cycle parameters, the admin token).
     pub settings: Arc<Settings>,
     /// Renders `/metrics`.
@@ -104,7 +120,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The whole admin router (tests mount it directly).
+/// The whole admin router with its limits: a request timeout, a concurrency limit and a body limit
+/// on every route (tests mount it directly).
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/livez", get(|| async { "ok" }))
@@ -118,6 +135,15 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/cycle", post(api::cycle))
         .merge(dashboard::routes())
         .with_state(state)
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    REQUEST_TIMEOUT,
+                ))
+                .layer(tower::limit::ConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS)),
+        )
 }
 
 /// Binds `settings.admin_addr` and serves until `stop`; returns the bound address (port 0 picks
@@ -132,8 +158,12 @@ pub async fn serve(pool: PgPool, settings: Arc<Settings>, stop: CancellationToke
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let bound = listener.local_addr().context("no local address")?;
+    let readers = linkpulse_shared::db::connect_readers(settings.database_url.expose_secret(), READER_CONNECTIONS)
+        .await
+        .context("failed to open the admin readers' pool")?;
     let app = router(AdminState {
         pool,
+        readers,
         settings,
         metrics: linkpulse_shared::metrics::install(),
     });
@@ -147,7 +177,7 @@ pub async fn serve(pool: PgPool, settings: Arc<Settings>, stop: CancellationToke
 }
 
 async fn ready(State(state): State<AdminState>) -> (StatusCode, &'static str) {
-    match sqlx::query("SELECT 1").execute(&state.pool).await {
+    match sqlx::query("SELECT 1").execute(&state.readers).await {
         Ok(_) => (StatusCode::OK, "ready"),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable"),
     }

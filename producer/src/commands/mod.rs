@@ -5,7 +5,7 @@ pub mod queue;
 
 use std::io::Write;
 
-use linkpulse_shared::config::Settings;
+use linkpulse_shared::config::{ExposeSecret, Settings};
 
 use crate::cli::{CliError, Command, LinksCommand, QueueCommand, print_json};
 
@@ -15,7 +15,7 @@ use crate::cli::{CliError, Command, LinksCommand, QueueCommand, print_json};
 ///
 /// [`CliError::User`] for the operator's mistakes, [`CliError::Internal`] for ours.
 pub async fn execute(command: Command, settings: &Settings, out: &mut dyn Write) -> Result<(), CliError> {
-    let pool = linkpulse_shared::db::connect(&settings.database_url, 4)
+    let pool = linkpulse_shared::db::connect(settings.database_url.expose_secret(), 4)
         .await
         .map_err(|e| CliError::Internal(anyhow::Error::new(e).context("failed to connect to the database")))?;
     match command {

@@ -22,6 +22,32 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
         .await
 }
 
+/// Longest a reader's statement may run: an admin page or scrape that takes longer is cancelled
+/// rather than holding one of the few reader connections.
+pub const READER_STATEMENT_TIMEOUT: &str = "5s";
+/// Longest an admin request waits for a reader connection before it answers 500.
+pub const READER_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Opens the admin server's readers' pool: a few read-only connections with a statement timeout,
+/// apart from the pool the leader's cycles use, so a burst of dashboard, API or scrape requests
+/// queues on its own connections and never delays a cycle.
+///
+/// # Errors
+///
+/// If the URL is invalid or the first connection fails.
+pub async fn connect_readers(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    let options: PgConnectOptions = url.parse()?;
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .min_connections(0)
+        .acquire_timeout(READER_ACQUIRE_TIMEOUT)
+        .connect_with(tuned(options).options([
+            ("statement_timeout", READER_STATEMENT_TIMEOUT),
+            ("default_transaction_read_only", "on"),
+        ]))
+        .await
+}
+
 /// Connections of a worker's engine pool: acks, heartbeats, maintenance and `/readyz`.
 /// (A maintenance pass holds two at once; the acker and the heartbeat must never wait for both.)
 pub const WORKER_ENGINE_CONNECTIONS: u32 = 5;

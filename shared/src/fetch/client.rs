@@ -10,7 +10,9 @@ use reqwest::{Method, StatusCode};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use url::Url;
 
-use super::guard::{GuardPolicy, GuardedResolver, Refused};
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use super::guard::{GuardPolicy, GuardedResolver, LookupFailed, Refused};
 
 /// Default `User-Agent`: honest, naming the project and where to learn about it.
 pub const DEFAULT_USER_AGENT: &str = concat!(
@@ -20,6 +22,8 @@ pub const DEFAULT_USER_AGENT: &str = concat!(
 );
 /// Redirects followed before giving up.
 pub const MAX_REDIRECTS: u32 = 10;
+/// Longest wait for one connection (TCP and TLS), within the fetch's deadline.
+pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Total deadline of one fetch (all hops and the body).
 pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -59,9 +63,14 @@ pub enum FetchError {
     /// The host name does not exist.
     #[error("no such host: {0}")]
     NoSuchHost(String),
-    /// The total deadline passed.
-    #[error("timed out after {0:?}")]
-    Timeout(Duration),
+    /// A deadline passed: which phase was waiting, and the limit that ran out.
+    #[error("timed out after {limit:?} {phase}")]
+    Timeout {
+        /// What the fetch was waiting for.
+        phase: TimeoutPhase,
+        /// The limit that ran out (the connect timeout, or the whole fetch's deadline).
+        limit: Duration,
+    },
     /// Connection refused, reset or closed early.
     #[error("connection failed: {0}")]
     Connect(String),
@@ -85,6 +94,57 @@ pub enum FetchError {
     Other(String),
 }
 
+/// What a timed-out fetch was waiting for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TimeoutPhase {
+    /// The TCP (and TLS) connection.
+    Connect,
+    /// The response's status line and headers.
+    Headers,
+    /// The rest of the body, after the headers arrived.
+    Body,
+}
+
+impl std::fmt::Display for TimeoutPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Connect => "connecting",
+            Self::Headers => "waiting for the response headers",
+            Self::Body => "reading the body",
+        })
+    }
+}
+
+impl TimeoutPhase {
+    fn code(self) -> u8 {
+        match self {
+            Self::Connect => 0,
+            Self::Headers => 1,
+            Self::Body => 2,
+        }
+    }
+
+    fn from_code(code: u8) -> Self {
+        match code {
+            0 => Self::Connect,
+            2 => Self::Body,
+            _ => Self::Headers,
+        }
+    }
+}
+
+/// Decides, while a body streams in, where reading may stop (the scrape stops at the end of an
+/// HTML head). Fed every chunk once, in order, so a scanner that keeps its state does linear work
+/// however the server slices the body.
+pub trait StopAt: Send {
+    /// The next chunk; returns the length of the body worth keeping once it is known.
+    fn feed(&mut self, chunk: &[u8]) -> Option<usize>;
+}
+
+/// Makes a fresh [`StopAt`] for each response (a plain `fn`, so requests stay `Clone`).
+pub type StopAtFactory = fn() -> Box<dyn StopAt>;
+
 /// One request.
 #[derive(Debug, Clone)]
 pub struct FetchRequest {
@@ -96,8 +156,8 @@ pub struct FetchRequest {
     pub headers: HeaderMap,
     /// Stop reading the body after this many decoded bytes.
     pub max_body: usize,
-    /// Stop reading as soon as `</head>` has been seen.
-    pub stop_at_head: bool,
+    /// Where to stop reading early, if anywhere (the scrape stops after `</head>`).
+    pub stop_at: Option<StopAtFactory>,
 }
 
 /// A response after redirects, with at most `max_body` bytes of body.
@@ -113,7 +173,7 @@ pub struct FetchResponse {
     pub body: Vec<u8>,
     /// Hops followed.
     pub redirects: u32,
-    /// The body was cut at the cap (or at `</head>`).
+    /// The body was cut at the cap (or where [`FetchRequest::stop_at`] said).
     pub truncated: bool,
 }
 
@@ -140,7 +200,7 @@ impl Fetcher {
             .dns_resolver(Arc::new(GuardedResolver::new(Arc::new(settings.guard.clone()))))
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(settings.timeout.min(Duration::from_secs(5)))
+            .connect_timeout(connect_timeout(&settings))
             .timeout(settings.timeout)
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(settings.max_idle_per_host)
@@ -190,33 +250,39 @@ impl Fetcher {
     )]
     pub async fn fetch(&self, request: FetchRequest) -> Result<FetchResponse, FetchError> {
         let deadline = self.settings.timeout;
-        let result = match tokio::time::timeout(deadline, self.fetch_hops(request)).await {
+        // The phase the hops are in, read when the deadline cuts them off.
+        let phase = AtomicU8::new(TimeoutPhase::Headers.code());
+        let result = match tokio::time::timeout(deadline, self.fetch_hops(request, &phase)).await {
             Ok(result) => result,
-            Err(_) => Err(FetchError::Timeout(deadline)),
+            Err(_) => Err(FetchError::Timeout {
+                phase: TimeoutPhase::from_code(phase.load(Ordering::Relaxed)),
+                limit: deadline,
+            }),
         };
         record_fetch(&tracing::Span::current(), &result);
         result
     }
 
-    async fn fetch_hops(&self, request: FetchRequest) -> Result<FetchResponse, FetchError> {
+    async fn fetch_hops(&self, request: FetchRequest, phase: &AtomicU8) -> Result<FetchResponse, FetchError> {
         let mut url = request.url.clone();
         let mut method = request.method.clone();
         let mut visited: HashSet<String> = HashSet::new();
         for hop in 0..=MAX_REDIRECTS {
             self.settings.guard.check_url(&url)?;
             visited.insert(url.to_string());
+            phase.store(TimeoutPhase::Headers.code(), Ordering::Relaxed);
             let response = self
                 .client
                 .request(method.clone(), url.clone())
                 .headers(request.headers.clone())
                 .send()
                 .await
-                .map_err(classify_error)?;
+                .map_err(|e| self.classify(e, TimeoutPhase::Headers))?;
             let status = response.status();
             if is_redirect(status) {
                 let target = redirect_target(&url, response.headers().get(LOCATION))?;
                 if visited.contains(target.as_str()) {
-                    return Err(FetchError::RedirectLoop(target.to_string()));
+                    return Err(FetchError::RedirectLoop(crate::redact::url(&target)));
                 }
                 redirected(hop + 1, status, &target);
                 if status == StatusCode::SEE_OTHER && method != Method::HEAD {
@@ -229,7 +295,11 @@ impl Fetcher {
             let (body, truncated) = if method == Method::HEAD {
                 (Vec::new(), false)
             } else {
-                read_capped(response, request.max_body, request.stop_at_head).await?
+                phase.store(TimeoutPhase::Body.code(), Ordering::Relaxed);
+                let stop = request.stop_at.map(|make| make());
+                read_capped(response.bytes_stream(), request.max_body, stop)
+                    .await
+                    .map_err(|e| self.classify(e, TimeoutPhase::Body))?
             };
             tracing::debug!(status = status.as_u16(), bytes = body.len(), redirects = hop, "fetched");
             return Ok(FetchResponse {
@@ -304,7 +374,7 @@ impl FetchError {
         match self {
             Self::Refused(_) => "refused",
             Self::NoSuchHost(_) => "no_such_host",
-            Self::Timeout(_) => "timeout",
+            Self::Timeout { .. } => "timeout",
             Self::Connect(_) => "connect",
             Self::Tls(_) => "tls",
             Self::TooManyRedirects(_) => "too_many_redirects",
@@ -327,41 +397,75 @@ fn redirect_target(from: &Url, location: Option<&HeaderValue>) -> Result<Url, Fe
         .map_err(|_| FetchError::InvalidRedirect("Location is not valid text".into()))?;
     let mut target = from
         .join(location)
-        .map_err(|e| FetchError::InvalidRedirect(format!("{location:?}: {e}")))?;
+        .map_err(|e| FetchError::InvalidRedirect(format!("{:?}: {e}", crate::redact::urls_in(location))))?;
     target.set_fragment(None);
     Ok(target)
 }
 
 /// Reads at most `max` decoded bytes: the decompressor runs inside the stream, so a gzip bomb
-/// stops at the cap instead of expanding in memory.
-async fn read_capped(
-    mut response: reqwest::Response,
+/// stops at the cap instead of expanding in memory. `stop` sees each chunk once.
+async fn read_capped<S, B, E>(
+    mut chunks: S,
     max: usize,
-    stop_at_head: bool,
-) -> Result<(Vec<u8>, bool), FetchError> {
+    mut stop: Option<Box<dyn StopAt>>,
+) -> Result<(Vec<u8>, bool), E>
+where
+    S: futures::Stream<Item = Result<B, E>> + Unpin,
+    B: AsRef<[u8]>,
+{
+    use futures::StreamExt;
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(classify_error)? {
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk?;
+        let chunk = chunk.as_ref();
         let room = max.saturating_sub(body.len());
-        if chunk.len() >= room {
-            body.extend_from_slice(&chunk[..room]);
+        let taken = &chunk[..chunk.len().min(room)];
+        body.extend_from_slice(taken);
+        if let Some(end) = stop.as_mut().and_then(|stop| stop.feed(taken)) {
+            body.truncate(end);
             return Ok((body, true));
         }
-        body.extend_from_slice(&chunk);
-        if stop_at_head && let Some(end) = crate::metadata::head_end(&body) {
-            body.truncate(end);
+        if chunk.len() >= room {
             return Ok((body, true));
         }
     }
     Ok((body, false))
 }
 
+impl Fetcher {
+    /// Maps a reqwest error to what it means for the link, by walking its cause chain. The
+    /// request's URL is dropped from the text (a saved link's query can hold a token).
+    fn classify(&self, error: reqwest::Error, phase: TimeoutPhase) -> FetchError {
+        let connect_limit = connect_timeout(&self.settings);
+        classify_error(error.without_url(), phase, connect_limit, self.settings.timeout)
+    }
+}
+
+fn connect_timeout(settings: &FetchSettings) -> Duration {
+    settings.timeout.min(MAX_CONNECT_TIMEOUT)
+}
+
 /// Maps a reqwest error to what it means for the link, by walking its cause chain.
-fn classify_error(error: reqwest::Error) -> FetchError {
-    let chain = crate::queue::backend::error_chain(&error);
+fn classify_error(error: reqwest::Error, phase: TimeoutPhase, connect_limit: Duration, limit: Duration) -> FetchError {
+    let chain = crate::redact::urls_in(&crate::queue::backend::error_chain(&error)).into_owned();
+    let timeout = |phase| FetchError::Timeout {
+        phase,
+        limit: if phase == TimeoutPhase::Connect {
+            connect_limit
+        } else {
+            limit
+        },
+    };
+    if error.is_connect() && error.is_timeout() {
+        return timeout(TimeoutPhase::Connect);
+    }
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
     while let Some(cause) = source {
         if let Some(refused) = cause.downcast_ref::<Refused>() {
             return FetchError::Refused(refused.clone());
+        }
+        if let Some(lookup) = cause.downcast_ref::<LookupFailed>() {
+            return FetchError::NoSuchHost(format!("{}: {}", lookup.host, lookup.source));
         }
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
             use std::io::ErrorKind::*;
@@ -369,7 +473,7 @@ fn classify_error(error: reqwest::Error) -> FetchError {
                 ConnectionRefused | ConnectionReset | ConnectionAborted | UnexpectedEof | BrokenPipe => {
                     return FetchError::Connect(chain);
                 }
-                TimedOut => return FetchError::Timeout(Duration::ZERO),
+                TimedOut => return timeout(phase),
                 // EMFILE / ENETUNREACH / EADDRNOTAVAIL: our side, not the link's.
                 _ if matches!(io.raw_os_error(), Some(24 | 23 | 101 | 99)) => return FetchError::Local(chain),
                 _ => {}
@@ -379,17 +483,187 @@ fn classify_error(error: reqwest::Error) -> FetchError {
     }
     let lower = chain.to_ascii_lowercase();
     if error.is_timeout() {
-        FetchError::Timeout(Duration::ZERO)
-    } else if lower.contains("failed to lookup address")
-        || lower.contains("name or service not known")
-        || lower.contains("no such host")
-    {
-        FetchError::NoSuchHost(chain)
+        timeout(phase)
     } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
         FetchError::Tls(chain)
     } else if error.is_connect() {
         FetchError::Connect(chain)
     } else {
         FetchError::Other(chain)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::metadata::{HeadScanner, MAX_HEAD_BYTES};
+
+    /// Counts the bytes handed to the scanner it wraps.
+    struct Counting(HeadScanner, Arc<AtomicUsize>);
+
+    impl StopAt for Counting {
+        fn feed(&mut self, chunk: &[u8]) -> Option<usize> {
+            self.1.fetch_add(chunk.len(), Ordering::Relaxed);
+            self.0.feed(chunk)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_in_one_byte_chunks_is_scanned_once_not_once_per_chunk() {
+        let mut page = vec![b'x'; MAX_HEAD_BYTES - 7];
+        page.extend_from_slice(b"</head>");
+        page.extend_from_slice(b"<body>never read</body>");
+        let fed = Arc::new(AtomicUsize::new(0));
+        let stop: Box<dyn StopAt> = Box::new(Counting(HeadScanner::default(), fed.clone()));
+        let chunks = futures::stream::iter(page.chunks(1).map(Ok::<_, std::io::Error>));
+        let (body, truncated) = read_capped(chunks, MAX_HEAD_BYTES, Some(stop)).await.expect("read");
+        assert_eq!(body.len(), MAX_HEAD_BYTES);
+        assert!(body.ends_with(b"</head>") && truncated);
+        let fed = fed.load(Ordering::Relaxed);
+        assert!(
+            fed < 2 * body.len(),
+            "{fed} bytes scanned for a {}-byte head",
+            body.len()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_cap_holds_without_a_stop() {
+        let chunks = futures::stream::iter([Ok::<_, std::io::Error>(vec![b'a'; 700]), Ok(vec![b'b'; 700])]);
+        let (body, truncated) = read_capped(chunks, 1000, None).await.expect("read");
+        assert_eq!((body.len(), truncated), (1000, true));
+    }
+
+    /// A one-connection-at-a-time server answering every request with `reply` (or only the head
+    /// of it and then nothing, when `stall` is set).
+    async fn server(reply: String, stall: bool) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let reply = reply.clone();
+                tokio::spawn(async move {
+                    let mut request = [0u8; 4096];
+                    let _ = socket.read(&mut request).await;
+                    let _ = socket.write_all(reply.as_bytes()).await;
+                    if stall {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    use std::net::SocketAddr;
+
+    fn fetcher(timeout: Duration, allow_private_networks: bool) -> Fetcher {
+        Fetcher::new(FetchSettings {
+            timeout,
+            guard: GuardPolicy {
+                allow_private_networks,
+                ..GuardPolicy::default()
+            },
+            ..FetchSettings::default()
+        })
+        .expect("fetcher")
+    }
+
+    fn get(url: &str) -> FetchRequest {
+        FetchRequest {
+            method: Method::GET,
+            url: Url::parse(url).expect("url"),
+            headers: HeaderMap::new(),
+            max_body: 1 << 20,
+            stop_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_page_that_stalls_after_its_headers_times_out_reading_the_body_with_the_real_limit() {
+        let addr = server(
+            "HTTP/1.1 200 OK\r\ncontent-length: 1000\r\ncontent-type: text/html\r\n\r\n<html>".into(),
+            true,
+        )
+        .await;
+        let limit = Duration::from_millis(700);
+        let error = fetcher(limit, true)
+            .fetch(get(&format!("http://{addr}/slow")))
+            .await
+            .expect_err("stalled");
+        assert_eq!(
+            error,
+            FetchError::Timeout {
+                phase: TimeoutPhase::Body,
+                limit
+            }
+        );
+        assert_eq!(error.to_string(), "timed out after 700ms reading the body");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_answers_times_out_waiting_for_the_headers() {
+        let addr = server(String::new(), true).await;
+        let limit = Duration::from_millis(500);
+        let error = fetcher(limit, true)
+            .fetch(get(&format!("http://{addr}/")))
+            .await
+            .expect_err("no answer");
+        assert_eq!(
+            error,
+            FetchError::Timeout {
+                phase: TimeoutPhase::Headers,
+                limit
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_redirect_to_cloud_metadata_is_refused_even_with_private_networks_allowed() {
+        let addr = server(
+            "HTTP/1.1 302 Found\r\nlocation: http://169.254.169.254/latest/meta-data/\r\ncontent-length: 0\r\n\r\n"
+                .into(),
+            false,
+        )
+        .await;
+        let error = fetcher(Duration::from_secs(5), true)
+            .fetch(get(&format!("http://{addr}/go")))
+            .await
+            .expect_err("refused");
+        assert!(matches!(error, FetchError::Refused(_)), "{error:?}");
+        assert!(error.to_string().contains("169.254.169.254"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn fetch_errors_never_carry_a_links_query_or_credentials() {
+        // A redirect loop through a URL with a token, and a connection refused on a URL with one.
+        let addr = server(
+            "HTTP/1.1 302 Found\r\nlocation: /loop?token=s3cret-loop\r\ncontent-length: 0\r\n\r\n".into(),
+            false,
+        )
+        .await;
+        let fetcher = fetcher(Duration::from_secs(5), true);
+        let looped = fetcher
+            .fetch(get(&format!("http://{addr}/loop?token=s3cret-loop")))
+            .await
+            .expect_err("loop");
+        assert!(matches!(looped, FetchError::RedirectLoop(_)), "{looped:?}");
+        let closed = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let closed_addr = closed.local_addr().expect("addr");
+        drop(closed);
+        let refused = fetcher
+            .fetch(get(&format!("http://{closed_addr}/x?token=s3cret-conn")))
+            .await
+            .expect_err("refused");
+        assert!(matches!(refused, FetchError::Connect(_)), "{refused:?}");
+        for error in [looped, refused] {
+            let text = error.to_string();
+            assert!(!text.contains("s3cret"), "{text}");
+        }
     }
 }

@@ -141,7 +141,11 @@ fn duration_ms(d: Duration) -> i64 {
 
 /// Error text PostgreSQL will always accept: no NUL (text columns refuse it, and one bad row
 /// would fail the whole batch), bounded length. Also used for the links' error text.
+///
+/// URLs in it lose their query strings and credentials first ([`crate::redact::urls_in`]): error
+/// text is shown by the API and the dashboard, and a saved link's query can hold a token.
 pub fn storable(error: &str) -> String {
+    let error = crate::redact::urls_in(error);
     let mut text: String = error.chars().filter(|c| *c != '\0').take(MAX_ERROR_CHARS).collect();
     if error.chars().count() > MAX_ERROR_CHARS {
         text.push('…');
@@ -312,15 +316,30 @@ mod tests {
     }
 
     #[test]
-    fn retry_before_the_last_attempt_requeues_with_backoff() {
-        let policy = RetryPolicy::default();
-        let t = transition(
-            &Completion::new(lease(1, 3), Outcome::Retry { error: "boom".into() }),
-            &policy,
-        );
-        assert_eq!(t.state, "queued");
-        assert!(t.delay_ms > 0);
-        assert!(!t.refund_attempt);
+    fn retry_before_the_last_attempt_requeues_with_the_backoff_of_its_attempt() {
+        let policy = RetryPolicy {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(600),
+        };
+        // The delay after attempt n is drawn from [ceiling(n) / 2, ceiling(n)]: 0.5–1 s after
+        // the first, 2–4 s after the third. Many draws, so a delay of the wrong attempt (or no
+        // jitter floor) shows up.
+        for (attempt, low, high) in [(1, 500, 1000), (3, 2000, 4000)] {
+            for _ in 0..200 {
+                let t = transition(
+                    &Completion::new(lease(attempt, 5), Outcome::Retry { error: "boom".into() }),
+                    &policy,
+                );
+                assert_eq!(t.state, "queued");
+                assert!(
+                    (low..=high).contains(&t.delay_ms),
+                    "attempt {attempt}: delay {} ms outside [{low}, {high}]",
+                    t.delay_ms
+                );
+                assert!(!t.refund_attempt);
+                assert_eq!(t.error_kind, Some("retry"));
+            }
+        }
     }
 
     #[test]

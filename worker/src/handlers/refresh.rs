@@ -74,7 +74,7 @@ async fn page_metadata(
         url: url.clone(),
         headers,
         max_body: MAX_HEAD_BYTES,
-        stop_at_head: true,
+        stop_at: Some(metadata::head_stop),
     };
     let host = url.host_str().unwrap_or_default();
     polite::respect_cooldown(state, host).await?;
