@@ -253,6 +253,13 @@ impl GithubClient {
         Self { http, api_base, token }
     }
 
+    /// The key of this API's pool-wide cool-down in the host cool-down table: a rate limit is the
+    /// API's (per token), not one repository's, so every refresh of a repository link waits it
+    /// out. Contains a space, so it can never be a real host's key.
+    pub fn cooldown_key(&self) -> String {
+        format!("github-api {}", self.api_base.host_str().unwrap_or_default())
+    }
+
     /// `GET {api_base}/repos/{owner}/{repo}`, conditional on `etag` when given.
     ///
     /// Redirects (renamed or transferred repositories answer 301 to `/repositories/{id}`) are
@@ -445,7 +452,11 @@ async fn found(mut response: reqwest::Response, asked: &RepoRef) -> Result<RepoL
         tracing::debug!(renamed_to = %new, "GitHub repository renamed or transferred");
     }
     let info = RepoInfo {
-        description: api.description.filter(|d| !d.is_empty()),
+        // NUL bytes, control characters and megabytes of text stop here, as for page metadata.
+        description: api
+            .description
+            .as_deref()
+            .and_then(|d| crate::metadata::clean_text(d, crate::metadata::MAX_DESCRIPTION_CHARS)),
         stars: api
             .stargazers_count
             .map_or(0, |n| i32::try_from(n.max(0)).unwrap_or(i32::MAX)),
@@ -523,8 +534,8 @@ async fn error_message(mut response: reqwest::Response) -> String {
         Ok(err) => err.message,
         Err(_) => String::from_utf8_lossy(&body).trim().to_owned(),
     };
-    let mut message: String = text.chars().take(MAX_ERROR_MESSAGE_CHARS).collect();
-    if message.len() < text.len() {
+    let mut message = crate::metadata::clean_text(&text, MAX_ERROR_MESSAGE_CHARS).unwrap_or_default();
+    if text.chars().count() > MAX_ERROR_MESSAGE_CHARS {
         message.push('…');
     }
     if message.is_empty() {

@@ -45,7 +45,7 @@ pub const MAX_HEAD_BYTES: usize = 512 * 1024;
 /// Caps on stored values (in chars): enough for any honest title or description, and they keep a
 /// hostile page from filling our rows.
 const MAX_TITLE_CHARS: usize = 300;
-const MAX_DESCRIPTION_CHARS: usize = 1000;
+pub const MAX_DESCRIPTION_CHARS: usize = 1000;
 const MAX_SITE_NAME_CHARS: usize = 200;
 
 /// Longest URL we keep (in bytes, all ASCII once serialised). Longer ones are dropped, not
@@ -377,8 +377,9 @@ fn first_text<'a>(candidates: impl IntoIterator<Item = &'a str>, max_chars: usiz
 
 /// Collapses every run of whitespace (newlines, NBSP, other Unicode spaces) and control
 /// characters into one space, trims, and truncates to `max_chars` chars. `None` when nothing is
-/// left, so that an empty tag falls through to the next source.
-fn clean_text(raw: &str, max_chars: usize) -> Option<String> {
+/// left, so that an empty tag falls through to the next source. (Also for GitHub's descriptions:
+/// text from a server we do not control gets the same caps wherever it comes from.)
+pub fn clean_text(raw: &str, max_chars: usize) -> Option<String> {
     let collapsed = raw
         .split(|c: char| c.is_whitespace() || c.is_control())
         .filter(|word| !word.is_empty())

@@ -187,6 +187,16 @@ impl Cooldowns {
     }
 }
 
+/// Most extra delay [`spread`] adds.
+const MAX_SPREAD: Duration = Duration::from_secs(300);
+
+/// `delay` plus a random share of up to a quarter of it (at most [`MAX_SPREAD`]): jobs snoozed
+/// by one rate limit wake over a window instead of all at the reset.
+pub fn spread(delay: Duration) -> Duration {
+    let window = (delay / 4).min(MAX_SPREAD);
+    delay + window.mul_f64(rand::random::<f64>())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use linkpulse_shared::check::{CheckResult, MAX_RETRY_AFTER};
-use linkpulse_shared::politeness::DEFAULT_COOLDOWN;
+use linkpulse_shared::politeness::{DEFAULT_COOLDOWN, spread};
 use linkpulse_shared::queue::{JobError, JobLease};
 
 use super::{AppState, db_error};
@@ -28,6 +28,50 @@ pub async fn respect_cooldown(state: &AppState, host: &str) -> Result<(), JobErr
         }),
         None => Ok(()),
     }
+}
+
+/// Snoozes a repository link's refresh while the GitHub API is rate-limited for the whole pool,
+/// before its page is fetched: without this, every refresh of a repository would fetch its page,
+/// call the API, be refused and snooze in turn. The delay is spread ([`spread`]) so that the
+/// snoozed jobs do not all wake at the reset and spend the new quota at once.
+///
+/// # Errors
+///
+/// [`JobError::Snooze`] while the API cools down; [`JobError::Retry`] if the lookup fails.
+pub async fn respect_github_cooldown(state: &AppState) -> Result<(), JobError> {
+    let key = state.github.cooldown_key();
+    match state
+        .cooldowns
+        .remaining(&key)
+        .await
+        .map_err(|e| db_error("reading the GitHub API cool-down", e))?
+    {
+        Some((wait, reason)) => Err(JobError::Snooze {
+            delay: spread(wait.max(Duration::from_millis(100))),
+            reason: format!("GitHub API cooling down: {reason}"),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The GitHub API said its rate limit is spent until `retry_after` from now: starts the
+/// pool-wide cool-down and snoozes this job past it (spread).
+///
+/// # Errors
+///
+/// [`JobError::Retry`] if the cool-down cannot be written; otherwise the snooze to return.
+pub async fn github_rate_limited(state: &AppState, retry_after: Duration) -> Result<JobError, JobError> {
+    let key = state.github.cooldown_key();
+    state
+        .cooldowns
+        .start(&key, retry_after, "GitHub API rate limit")
+        .await
+        .map_err(|e| db_error("writing the GitHub API cool-down", e))?;
+    tracing::warn!(delay = ?retry_after, "GitHub API rate limit reached; repository refreshes wait");
+    Ok(JobError::Snooze {
+        delay: spread(retry_after),
+        reason: "GitHub API rate limit".into(),
+    })
 }
 
 /// After a response: a 429, or a 503 with `Retry-After`, puts the host on cool-down and — if

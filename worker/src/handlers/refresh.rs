@@ -39,6 +39,11 @@ pub async fn refresh_link(
         tracing::info!("link was deleted; nothing to refresh");
         return Ok(());
     };
+    let is_repo = cache.github_owner.is_some() || parse_repo_url(&url).is_some();
+    if is_repo {
+        // Before the page: a rate-limited API would refuse this job's lookup anyway.
+        polite::respect_github_cooldown(state).await?;
+    }
     let mut record = page_metadata(state, &url, &cache, lease, report).await?;
     github_metadata(state, &url, &cache, lease, &mut record).await?;
     links::record_refresh(&state.pool, job.link_id, lease.job_id, &record)
@@ -171,10 +176,7 @@ async fn github_metadata(
         Ok(RepoLookup::NotModified) => {}
         Ok(RepoLookup::NotFound) => record.repo_missing = true,
         Ok(RepoLookup::RateLimited { retry_after }) => {
-            return Err(JobError::Snooze {
-                delay: retry_after,
-                reason: "GitHub API rate limit".into(),
-            });
+            return Err(polite::github_rate_limited(state, retry_after).await?);
         }
         Err(GithubError::Transient(reason)) if !lease.is_last_attempt() => {
             return Err(JobError::Retry(format!("GitHub API: {reason}")));
