@@ -26,6 +26,8 @@ pub mod github;
 pub mod jobs;
 pub mod link_url;
 pub mod metadata;
+#[cfg(test)]
+mod metadata_hostile_tests;
 pub mod metrics;
 pub mod politeness;
 pub mod queue;

@@ -21,7 +21,7 @@ pub enum UrlError {
     /// No host.
     #[error("URL has no host")]
     EmptyHost,
-    /// Longer than [`MAX_URL_LEN`].
+    /// Longer than [`MAX_URL_LEN`], as typed or once normalised.
     #[error("URL is longer than {MAX_URL_LEN} characters")]
     TooLong,
 }
@@ -59,6 +59,11 @@ pub fn parse_link(input: &str) -> Result<LinkUrl, UrlError> {
     };
     // The fragment never reaches the server: two URLs differing only there are the same link.
     url.set_fragment(None);
+    // Normalisation can lengthen a URL (percent-encoding, punycode): the limit holds for what is
+    // stored and fetched, not only for what was typed.
+    if url.as_str().len() > MAX_URL_LEN {
+        return Err(UrlError::TooLong);
+    }
     Ok(LinkUrl { url, host })
 }
 
@@ -101,5 +106,131 @@ mod tests {
         assert!(parse_link("http://").is_err());
         let long = format!("https://example.com/{}", "a".repeat(MAX_URL_LEN));
         assert_eq!(parse_link(&long), Err(UrlError::TooLong));
+    }
+}
+
+/// Property tests: normalisation is idempotent, never panics, respects the length limit, and
+/// never changes what the network guard decides before any DNS lookup.
+#[cfg(test)]
+mod property_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::fetch::GuardPolicy;
+
+    fn scheme() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            "http",
+            "https",
+            "HTTP",
+            "HtTpS",
+            "ftp",
+            "javascript",
+            "file",
+            "data",
+        ])
+        .prop_map(str::to_owned)
+    }
+
+    fn host() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "example.com",
+                "EXAMPLE.com.",
+                "127.0.0.1",
+                "0x7f.1",
+                "2130706433",
+                "[::1]",
+                "[::ffff:127.0.0.1]",
+                "[fe80::1%25eth0]",
+                "169.254.169.254",
+                "%31%32%37.0.0.1",
+                "bücher.example",
+                "xn--bcher-kva.example",
+                "localhost",
+                "a.localhost",
+                "metadata.google.internal",
+                "[64:ff9b:1::1]",
+                "１２７.０.０.１",
+                "",
+            ])
+            .prop_map(str::to_owned),
+            "[a-zA-Z0-9.-]{1,30}",
+        ]
+    }
+
+    fn raw_url() -> impl Strategy<Value = String> {
+        (
+            scheme(),
+            prop::option::of("[a-z:@]{0,8}"),
+            host(),
+            prop::option::of(0u32..70_000),
+            "[/a-zA-Z0-9%._~!$&'()*+,;=:@ \\\\\u{e9}\u{1F600}-]{0,60}",
+            prop::option::of("[a-zA-Z0-9=&%+ ]{0,30}"),
+            prop::option::of("[a-z#]{0,10}"),
+        )
+            .prop_map(|(scheme, userinfo, host, port, path, query, fragment)| {
+                let mut url = format!("{scheme}://");
+                if let Some(userinfo) = userinfo {
+                    url.push_str(&userinfo);
+                    url.push('@');
+                }
+                url.push_str(&host);
+                if let Some(port) = port {
+                    url.push_str(&format!(":{port}"));
+                }
+                url.push_str(&path);
+                if let Some(query) = query {
+                    url.push('?');
+                    url.push_str(&query);
+                }
+                if let Some(fragment) = fragment {
+                    url.push('#');
+                    url.push_str(&fragment);
+                }
+                url
+            })
+    }
+
+    fn policies() -> [GuardPolicy; 2] {
+        [
+            GuardPolicy::default(),
+            GuardPolicy {
+                allow_private_networks: true,
+                ..GuardPolicy::default()
+            },
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn normalising_is_idempotent_bounded_and_keeps_the_guards_decision(input in prop_oneof![raw_url(), "\\PC{0,80}"]) {
+            let Ok(link) = parse_link(&input) else {
+                return Ok(());
+            };
+            prop_assert!(link.url.as_str().len() <= MAX_URL_LEN);
+            prop_assert_eq!(link.url.fragment(), None);
+            let again = parse_link(link.url.as_str());
+            prop_assert_eq!(again.as_ref().map(|l| l.url.as_str()), Ok(link.url.as_str()), "not idempotent");
+            prop_assert_eq!(again.map(|l| l.host), Ok(link.host.clone()));
+            let typed = Url::parse(input.trim()).expect("parse_link accepted it");
+            for policy in policies() {
+                prop_assert_eq!(
+                    policy.check_url(&typed).is_ok(),
+                    policy.check_url(&link.url).is_ok(),
+                    "the guard decides differently for {:?} and {}", input, link.url
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_url_that_grows_past_the_limit_when_normalised_is_refused() {
+        // Each space becomes %20: 700 of them push a 2,000-character URL over the limit.
+        let input = format!("https://example.com/{}{}", " x".repeat(700), "a".repeat(600));
+        assert!(input.len() <= MAX_URL_LEN, "premise: short enough as typed");
+        assert_eq!(parse_link(&input), Err(UrlError::TooLong));
     }
 }
