@@ -15,7 +15,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::links::CheckRecord;
+use super::links::{CheckRecord, WriteLease};
 
 /// Most results in one statement.
 const MAX_BATCH: usize = 512;
@@ -43,7 +43,7 @@ pub enum WriteError {
 #[derive(Debug)]
 struct Pending {
     link_id: i64,
-    job_id: i64,
+    lease: WriteLease,
     record: CheckRecord,
     trace_id: Option<String>,
     reply: oneshot::Sender<Result<bool, WriteError>>,
@@ -75,9 +75,11 @@ impl CheckWriter {
     }
 
     /// Writes one check's result and waits until its batch is committed. Returns whether the
-    /// row changed (`false`: a replay of a job already written, or a link deleted meanwhile).
+    /// row changed (`false`: a replay of a run already written, a lease no longer held, or a link
+    /// deleted meanwhile).
     ///
-    /// Same rules as one statement per result: idempotent per job; a success resets failures
+    /// Same rules as one statement per result: applied only under the job's current lease and at
+    /// most once per run (see [`WriteLease`]); a success resets failures
     /// and restores `active` (an `archived` link stays archived); a counted failure increments
     /// them and at the threshold makes the link `inaccessible`; a blocked result changes
     /// neither. The current trace id (the job's) is stored as `last_trace_id`.
@@ -92,16 +94,16 @@ impl CheckWriter {
             db.system.name = "postgresql",
             db.operation.name = "link_record_check",
             link.id = link_id,
-            job.id = job_id,
+            job.id = lease.job_id,
             outcome = record.outcome,
             applied = tracing::field::Empty,
         )
     )]
-    pub async fn record(&self, link_id: i64, job_id: i64, record: CheckRecord) -> Result<bool, WriteError> {
+    pub async fn record(&self, link_id: i64, lease: WriteLease, record: CheckRecord) -> Result<bool, WriteError> {
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             link_id,
-            job_id,
+            lease,
             record,
             trace_id: crate::telemetry::current_trace_id(),
             reply,
@@ -169,7 +171,7 @@ async fn write_or_split(
 ) -> Vec<Result<bool, WriteError>> {
     let whole: Vec<&Pending> = batch.iter().collect();
     match write_batch(pool, threshold, timeout, &whole).await {
-        Ok(applied) => batch.iter().map(|p| Ok(applied.contains(&p.job_id))).collect(),
+        Ok(applied) => batch.iter().map(|p| Ok(applied.contains(&p.lease.job_id))).collect(),
         Err(failure) if failure.caused_by_data && batch.len() > 1 => {
             tracing::warn!(error = %failure.error, results = batch.len(), "check write-back batch refused; writing one by one");
             let mut answers = Vec::with_capacity(batch.len());
@@ -177,7 +179,7 @@ async fn write_or_split(
                 answers.push(
                     write_batch(pool, threshold, timeout, &[pending])
                         .await
-                        .map(|applied| applied.contains(&pending.job_id))
+                        .map(|applied| applied.contains(&pending.lease.job_id))
                         .map_err(|failure| failure.error),
                 );
             }
@@ -214,12 +216,14 @@ impl BatchFailure {
 }
 
 /// `link_record_check_many`: a batch of results in one statement. A link appears once per
-/// batch (one check of a link is queued or running at a time); should a rescued job's stale
-/// attempt meet its own re-run in one batch, PostgreSQL updates the row once, from either.
+/// batch (one check of a link is queued or running at a time). A row is written only while its
+/// lease is the job's current one (`queue_lease_held`, the queue's function: a rescued attempt's
+/// late result is dropped) and once per run (`last_check_run`).
 const LINK_RECORD_CHECK_MANY: &str = r#"
 UPDATE links l
 SET last_checked_at = now(),
     last_check_job_id = u.job_id,
+    last_check_run = u.run,
     last_outcome = u.outcome,
     last_status_code = u.status_code,
     last_error = u.error,
@@ -234,9 +238,12 @@ SET last_checked_at = now(),
                             ELSE l.consecutive_failures END >= $8 THEN 'inaccessible'
                   ELSE l.status END,
     updated_at = now()
-FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int4[], $5::text[], $6::bool[], $7::text[])
-     AS u(link_id, job_id, outcome, status_code, error, counts, trace_id)
-WHERE l.id = u.link_id AND l.last_check_job_id IS DISTINCT FROM u.job_id
+FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int4[], $5::text[], $6::bool[], $7::text[], $9::uuid[],
+            $10::uuid[])
+     AS u(link_id, job_id, outcome, status_code, error, counts, trace_id, token, run)
+WHERE l.id = u.link_id
+  AND l.last_check_run IS DISTINCT FROM u.run
+  AND queue_lease_held(u.job_id, u.token)
 RETURNING u.job_id
 "#;
 
@@ -254,7 +261,7 @@ async fn write_batch(
     sorted.sort_by_key(|p| p.link_id);
     let query = sqlx::query_as::<_, (i64,)>(LINK_RECORD_CHECK_MANY)
         .bind(sorted.iter().map(|p| p.link_id).collect::<Vec<_>>())
-        .bind(sorted.iter().map(|p| p.job_id).collect::<Vec<_>>())
+        .bind(sorted.iter().map(|p| p.lease.job_id).collect::<Vec<_>>())
         .bind(sorted.iter().map(|p| p.record.outcome).collect::<Vec<_>>())
         .bind(
             sorted
@@ -271,7 +278,9 @@ async fn write_batch(
         )
         .bind(sorted.iter().map(|p| p.record.counts_as_failure).collect::<Vec<_>>())
         .bind(sorted.iter().map(|p| p.trace_id.as_deref()).collect::<Vec<_>>())
-        .bind(threshold);
+        .bind(threshold)
+        .bind(sorted.iter().map(|p| p.lease.token).collect::<Vec<_>>())
+        .bind(sorted.iter().map(|p| p.lease.run).collect::<Vec<_>>());
     let rows = tokio::time::timeout(timeout, query.fetch_all(pool))
         .await
         .map_err(|_| BatchFailure {

@@ -234,8 +234,9 @@ impl LinkRef {
 ///
 /// If the statement fails.
 pub async fn activate(pool: &PgPool, link: &LinkRef) -> Result<Option<Link>, sqlx::Error> {
-    let mut q: QueryBuilder<Postgres> =
-        QueryBuilder::new("UPDATE links SET status = 'active', consecutive_failures = 0, updated_at = now() WHERE ");
+    let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
+        "UPDATE links SET status = status /* HELPER-C-BREAK */, consecutive_failures = 0, updated_at = now() WHERE ",
+    );
     match link {
         LinkRef::Id(id) => q.push("id = ").push_bind(*id),
         LinkRef::Url(url) => q.push("url = ").push_bind(url.clone()),
@@ -243,6 +244,30 @@ pub async fn activate(pool: &PgPool, link: &LinkRef) -> Result<Option<Link>, sql
     q.push(format!(" RETURNING {LINK_COLUMNS}"));
     let row: Option<LinkRow> = q.build_query_as().fetch_optional(pool).await?;
     Ok(row.map(Link::from))
+}
+
+/// The lease a write-back acts for. A write-back applies only while `token` is still the job's
+/// current lease (a handler whose lease was rescued, and maybe claimed again, writes nothing), and
+/// at most once per `run` (a retry after a write that did commit changes nothing, while a job an
+/// operator requeued writes its new result).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteLease {
+    /// The job.
+    pub job_id: i64,
+    /// The lease's token.
+    pub token: uuid::Uuid,
+    /// The job's run.
+    pub run: uuid::Uuid,
+}
+
+impl From<&crate::queue::JobLease> for WriteLease {
+    fn from(lease: &crate::queue::JobLease) -> Self {
+        Self {
+            job_id: lease.job_id,
+            token: lease.token,
+            run: lease.run,
+        }
+    }
 }
 
 /// The result of one check, as written back.
@@ -320,7 +345,8 @@ pub struct GithubRecord {
     pub etag: Option<String>,
 }
 
-/// `link_record_refresh`: fill-only write of a refresh; idempotent per job like
+/// `link_record_refresh`: fill-only write of a refresh; fenced by the lease and idempotent per run
+/// like
 /// [`CheckWriter::record`](super::check_writer::CheckWriter::record). GitHub `archived` makes the
 /// link `archived`; a missing repository makes it `repo_unavailable`; a repository found again
 /// restores `active`. Traced as `db.write_back`, storing the job's trace id like
@@ -336,11 +362,16 @@ pub struct GithubRecord {
         db.system.name = "postgresql",
         db.operation.name = "link_record_refresh",
         link.id = link_id,
-        job.id = job_id,
+        job.id = lease.job_id,
         applied = tracing::field::Empty,
     )
 )]
-pub async fn record_refresh(pool: &PgPool, link_id: i64, job_id: i64, r: &RefreshRecord) -> Result<bool, sqlx::Error> {
+pub async fn record_refresh(
+    pool: &PgPool,
+    link_id: i64,
+    lease: WriteLease,
+    r: &RefreshRecord,
+) -> Result<bool, sqlx::Error> {
     let gh = r.github.as_ref();
     let result = sqlx::query(
         "UPDATE links
@@ -365,12 +396,13 @@ pub async fn record_refresh(pool: &PgPool, link_id: i64, job_id: i64, r: &Refres
              last_error = CASE WHEN $18::text IS NOT NULL THEN $18 ELSE last_error END,
              refreshed_at = now(),
              last_refresh_job_id = $2,
+             last_refresh_run = $21,
              last_trace_id = $19,
              updated_at = now()
-         WHERE id = $1 AND last_refresh_job_id IS DISTINCT FROM $2",
+         WHERE id = $1 AND last_refresh_run IS DISTINCT FROM $21 AND queue_lease_held($2, $20)",
     )
     .bind(link_id)
-    .bind(job_id)
+    .bind(lease.job_id)
     .bind(r.title.as_deref())
     .bind(r.description.as_deref())
     .bind(r.favicon_url.as_deref())
@@ -388,6 +420,8 @@ pub async fn record_refresh(pool: &PgPool, link_id: i64, job_id: i64, r: &Refres
     .bind(r.repo_missing)
     .bind(r.error.as_deref())
     .bind(crate::telemetry::current_trace_id())
+    .bind(lease.token)
+    .bind(lease.run)
     .execute(pool)
     .await;
     written(result)

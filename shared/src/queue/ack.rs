@@ -158,10 +158,12 @@ pub fn storable(error: &str) -> String {
 /// `result_class`, `status_code`, `result_detail` and `duration_ms` describe the latest attempt: the audit trail of
 /// a finished job, and what a retrying job found last time.
 ///
-/// Locks the listed job rows. The `WHERE` keeps only rows still leased by the same owner for the
-/// same attempt, so the completion of an attempt whose job was rescued (its worker looked dead)
-/// and claimed again is refused instead of overwriting the newer attempt. Leaving `running`
-/// fires the slot-release trigger for grouped jobs.
+/// Locks the listed job rows. The `WHERE` keeps only rows still under the completion's own lease
+/// (its token, and — for the previous release's workers, which mint none — its owner and attempt),
+/// so the completion of an attempt whose job was rescued (its worker looked dead) and claimed
+/// again, or a replayed acknowledgement after a snooze and a re-claim by the same worker, is
+/// refused instead of touching the newer lease. Leaving `running` clears the token and fires the
+/// slot-release trigger for grouped jobs.
 const JOB_COMPLETE_MANY: &str = r#"
 UPDATE queue_jobs j
 SET state = u.state,
@@ -172,20 +174,22 @@ SET state = u.state,
                       'attempt', j.attempts, 'at', now(), 'kind', u.error_kind, 'error', u.error))
              END,
     lease_owner = NULL,
+    lease_token = NULL,
     finished_at = CASE WHEN u.state IN ('done', 'failed') THEN now() END,
     result_class = u.result_class,
     status_code = u.status_code,
     result_detail = u.result_detail,
     duration_ms = u.duration_ms
 FROM unnest($1::int8[], $2::uuid[], $3::int4[], $4::text[], $5::int8[], $6::bool[], $7::text[], $8::text[],
-            $9::text[], $10::int4[], $11::text[], $12::int4[])
+            $9::text[], $10::int4[], $11::text[], $12::int4[], $13::uuid[])
      AS u(id, owner, attempt, state, delay_ms, refund, error_kind, error, result_class, status_code, result_detail,
-          duration_ms)
+          duration_ms, token)
 WHERE j.id = u.id
   -- the batch's ids as an index condition: otherwise the join hashes every running job
   -- (buffered ones included: thousands at high concurrency) to find the batch's hundred
   AND j.id = ANY ($1)
   AND j.state = 'running'
+  AND j.lease_token = u.token
   AND j.lease_owner = u.owner
   AND j.attempts = u.attempt
 "#;
@@ -213,6 +217,7 @@ pub async fn complete_many(pool: &PgPool, completions: &[Completion], policy: &R
     let mut codes = Vec::with_capacity(n);
     let mut details = Vec::with_capacity(n);
     let mut durations = Vec::with_capacity(n);
+    let mut tokens = Vec::with_capacity(n);
     // Lock rows in id order so two statements over overlapping jobs cannot deadlock.
     let mut sorted: Vec<&Completion> = completions.iter().collect();
     sorted.sort_by_key(|c| c.lease.job_id);
@@ -234,6 +239,7 @@ pub async fn complete_many(pool: &PgPool, completions: &[Completion], policy: &R
                 .duration
                 .map(|d| i32::try_from(d.as_millis()).unwrap_or(i32::MAX)),
         );
+        tokens.push(completion.lease.token);
     }
     let result = sqlx::query(JOB_COMPLETE_MANY)
         .bind(ids)
@@ -248,6 +254,7 @@ pub async fn complete_many(pool: &PgPool, completions: &[Completion], policy: &R
         .bind(codes)
         .bind(details)
         .bind(durations)
+        .bind(tokens)
         .execute(pool)
         .await?;
     Ok(result.rows_affected())
@@ -260,6 +267,7 @@ UPDATE queue_jobs
 SET state = 'queued',
     attempts = greatest(attempts - 1, 0),
     lease_owner = NULL,
+    lease_token = NULL,
     run_at = now()
 WHERE id = ANY($1) AND state = 'running' AND lease_owner = $2
 "#;
@@ -289,7 +297,7 @@ pub async fn release_many(pool: &PgPool, owner: Uuid, ids: &[i64]) -> Result<u64
 pub async fn release_all(pool: &PgPool, owner: Uuid) -> Result<u64, QueueError> {
     let result = sqlx::query(
         "UPDATE queue_jobs SET state = 'queued', attempts = greatest(attempts - 1, 0), \
-         lease_owner = NULL, run_at = now() WHERE state = 'running' AND lease_owner = $1",
+         lease_owner = NULL, lease_token = NULL, run_at = now() WHERE state = 'running' AND lease_owner = $1",
     )
     .bind(owner)
     .execute(pool)
@@ -306,6 +314,8 @@ mod tests {
         JobLease {
             job_id: 1,
             owner: Uuid::nil(),
+            token: Uuid::nil(),
+            run: Uuid::nil(),
             attempt,
             max_attempts: max,
             kind: "k".into(),

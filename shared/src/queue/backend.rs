@@ -119,7 +119,9 @@ impl<Args: JobArgs> Backend for PgBackend<Args> {
             };
             let lease = JobLease {
                 job_id: job.id,
-                owner: self.engine.id(),
+                owner: job.lease_owner,
+                token: job.lease_token,
+                run: job.run_id,
                 attempt: job.attempts,
                 max_attempts: job.max_attempts,
                 kind: job.kind.clone(),

@@ -21,7 +21,7 @@ use super::{ClaimedJob, QueueError};
 ///    skips): the job is simply not claimed this time. Inserts go in `(group_key, slot)` order so
 ///    two claims wait on each other in one order, never in a cycle.
 /// 3. The final `UPDATE` leases the ungrouped candidates and the grouped ones that got a slot,
-///    by primary key (`id = ANY(ARRAY(…))`).
+///    by primary key (`id = ANY(ARRAY(…))`), each under a fresh lease token.
 ///    The other candidates' row locks end with the statement and they stay queued.
 const JOB_CLAIM_BATCH: &str = r#"
 WITH used AS (
@@ -78,12 +78,16 @@ UPDATE queue_jobs j
 SET state = 'running',
     attempts = j.attempts + 1,
     lease_owner = $1,
+    -- a fresh token per lease: what completions and write-backs are fenced by
+    lease_token = gen_random_uuid(),
+    -- jobs inserted before runs existed get one at their first claim
+    run_id = coalesce(j.run_id, gen_random_uuid()),
     started_at = now()
 -- an array, not a join: the planner cannot tell how few rows `picked` holds and would hash-join
 -- it against a scan of the whole table (4 ms at 20,000 jobs) instead of probing the primary key
 WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
 RETURNING j.id, j.kind, j.payload, j.attempts, j.max_attempts, j.group_key, j.trace_context,
-          j.created_at, j.run_at
+          j.created_at, j.run_at, j.lease_owner, j.lease_token, j.run_id
 "#;
 
 /// Leases up to `limit` ready jobs of `kinds` to `owner`, keeping every group under

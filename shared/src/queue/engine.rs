@@ -75,7 +75,9 @@ struct Inner {
     pool: PgPool,
     /// One connection for claims (see [`Engine::start`]).
     claim_pool: PgPool,
-    id: Uuid,
+    /// The current worker identity: the owner of new leases. A new one replaces it when a rescue
+    /// deleted this worker's row ([`rebirth`]); leases of a retired identity are never renewed.
+    id: Mutex<Uuid>,
     config: EngineConfig,
     buffer: Mutex<VecDeque<ClaimedJob>>,
     /// Woken when the buffer gains jobs or the engine stops (the apalis worker's waker).
@@ -130,7 +132,7 @@ impl Engine {
         let inner = Arc::new(Inner {
             claim_pool,
             pool,
-            id,
+            id: Mutex::new(id),
             config,
             buffer: Mutex::new(VecDeque::new()),
             consumer: AtomicWaker::new(),
@@ -154,9 +156,9 @@ impl Engine {
         Ok(Self { inner })
     }
 
-    /// This process's worker id (the lease owner of its jobs).
+    /// This process's current worker id (the lease owner of the jobs it claims from now on).
     pub fn id(&self) -> Uuid {
-        self.inner.id
+        self.inner.current_id()
     }
 
     /// The pool the engine uses.
@@ -203,14 +205,9 @@ impl Engine {
         // buffer after we emptied it.
         inner.tracker.close();
         inner.fetcher_exited.cancelled().await;
-        let unstarted: Vec<i64> = lock(&inner.buffer).drain(..).map(|job| job.id).collect();
+        let unstarted: Vec<ClaimedJob> = lock(&inner.buffer).drain(..).collect();
         inner.consumer.wake();
-        if !unstarted.is_empty() {
-            match ack::release_many(&inner.pool, inner.id, &unstarted).await {
-                Ok(n) => tracing::info!(released = n, "released unstarted jobs"),
-                Err(error) => tracing::warn!(%error, "failed to release unstarted jobs; they will be rescued"),
-            }
-        }
+        release_unstarted(inner, unstarted).await;
     }
 
     /// Finishes the shutdown once no handler is running: flushes completions, releases any lease
@@ -227,7 +224,7 @@ impl Engine {
         let inner = &inner;
         inner.stop_acker.cancel();
         inner.tracker.wait().await;
-        match ack::release_all(&inner.pool, inner.id).await {
+        match ack::release_all(&inner.pool, inner.current_id()).await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(released = n, "released jobs still running at shutdown"),
             Err(error) => tracing::warn!(%error, "failed to release running jobs; they will be rescued"),
@@ -235,10 +232,31 @@ impl Engine {
         inner.stop_all.cancel();
         inner.maintenance_tracker.close();
         inner.maintenance_tracker.wait().await;
-        if let Err(error) = registry::deregister(&inner.pool, inner.id).await {
+        if let Err(error) = registry::deregister(&inner.pool, inner.current_id()).await {
             tracing::warn!(%error, "failed to deregister worker; its row expires after the rescue threshold");
         }
-        tracing::info!(worker_id = %inner.id, "worker stopped");
+        tracing::info!(worker_id = %inner.current_id(), "worker stopped");
+    }
+}
+
+impl Inner {
+    fn current_id(&self) -> Uuid {
+        *lock(&self.id)
+    }
+}
+
+/// Hands claimed-but-unstarted jobs back (attempt refunded), each under the identity that
+/// claimed it.
+async fn release_unstarted(inner: &Inner, jobs: Vec<ClaimedJob>) {
+    let mut by_owner: std::collections::HashMap<Uuid, Vec<i64>> = std::collections::HashMap::new();
+    for job in jobs {
+        by_owner.entry(job.lease_owner).or_default().push(job.id);
+    }
+    for (owner, ids) in by_owner {
+        match ack::release_many(&inner.pool, owner, &ids).await {
+            Ok(n) => tracing::info!(released = n, "released unstarted jobs"),
+            Err(error) => tracing::warn!(%error, "failed to release unstarted jobs; they will be rescued"),
+        }
     }
 }
 
@@ -341,15 +359,23 @@ async fn fetch(inner: Arc<Inner>) {
                 () = inner.wake_fetcher.notified() => continue,
             }
         }
+        let owner = inner.current_id();
         let claimed = claim::claim_batch(
             &inner.claim_pool,
-            inner.id,
+            owner,
             &kinds,
             room.min(MAX_CLAIM_BATCH),
             inner.config.queue.host_concurrency,
         )
         .await;
         let jobs = match claimed {
+            Ok(jobs) if inner.current_id() != owner => {
+                // The identity was retired while the claim ran (a rescue deleted our row and the
+                // claim's snapshot still saw it): those leases will never be renewed, so hand the
+                // jobs back at once instead of running them under a dead identity.
+                release_unstarted(&inner, jobs).await;
+                continue;
+            }
             Ok(jobs) => {
                 backoff.reset();
                 jobs
@@ -451,19 +477,35 @@ async fn heartbeat(inner: Arc<Inner>) {
             _ = interval.tick() => {}
         }
         let draining = inner.stop_fetching.is_cancelled();
-        match registry::heartbeat(&inner.pool, inner.id, draining).await {
+        match registry::heartbeat(&inner.pool, inner.current_id(), draining).await {
             Ok(true) => {}
-            Ok(false) => {
-                // Every job we held, buffered ones included, now belongs to the queue again:
-                // running the buffer would run them a second time.
-                let dropped = lock(&inner.buffer).drain(..).count();
-                tracing::warn!(worker_id = %inner.id, dropped, "worker row was rescued away; registering again");
-                if let Err(error) = registry::register(&inner.pool, inner.id, &inner.config.name).await {
-                    tracing::warn!(%error, "failed to register again");
-                }
-            }
+            Ok(false) => rebirth(&inner).await,
             Err(error) => tracing::warn!(%error, "heartbeat failed"),
         }
+    }
+}
+
+/// Our row is gone: a rescuer judged this worker dead, and its running jobs were (or, for a
+/// claim that raced the rescue, will be) handed out again. Every lease of the old identity is
+/// abandoned: the buffered jobs are dropped, jobs still leased to it are released (a claim that
+/// ran while the rescue deleted the row may have leased some after the rescue took the others),
+/// and the worker registers under a **new** identity, so nothing renews the old leases and a
+/// handler still running for one of them can neither complete nor write back (its token is gone).
+async fn rebirth(inner: &Inner) {
+    let old = inner.current_id();
+    let new = Uuid::new_v4();
+    // New claims use the new identity from here on; a claim in flight under the old one hands its
+    // jobs back when it returns (see `fetch`).
+    *lock(&inner.id) = new;
+    let dropped = lock(&inner.buffer).drain(..).count();
+    tracing::warn!(old_worker_id = %old, worker_id = %new, dropped, "worker row was rescued away; registering under a new id");
+    match ack::release_all(&inner.pool, old).await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!(released = n, "released jobs leased to the retired worker id"),
+        Err(error) => tracing::warn!(%error, "failed to release the retired id's jobs; rescue will take them"),
+    }
+    if let Err(error) = registry::register(&inner.pool, new, &inner.config.name).await {
+        tracing::warn!(%error, "failed to register again; retrying at the next heartbeat");
     }
 }
 

@@ -134,7 +134,7 @@ pub struct ClaimedJob {
     pub kind: String,
     /// Raw JSON arguments, decoded by the backend.
     pub payload: serde_json::Value,
-    /// This attempt's number (1-based): also the lease's fencing token.
+    /// This attempt's number (1-based).
     pub attempts: i32,
     /// Attempts allowed in all.
     pub max_attempts: i32,
@@ -146,6 +146,13 @@ pub struct ClaimedJob {
     pub created_at: DateTime<Utc>,
     /// When the job became due (queue wait is `started_at - run_at`).
     pub run_at: DateTime<Utc>,
+    /// The worker identity the job was leased to (the claim's, which a re-registration may
+    /// have retired since).
+    pub lease_owner: uuid::Uuid,
+    /// This lease's token, minted by the claim: completions and write-backs are fenced by it.
+    pub lease_token: uuid::Uuid,
+    /// The job's current run (new at insert and at each requeue, kept across retries).
+    pub run_id: uuid::Uuid,
 }
 
 /// The lease of one running attempt, carried in the apalis task's data so the
@@ -156,6 +163,13 @@ pub struct JobLease {
     pub job_id: i64,
     /// Worker that owns the lease.
     pub owner: uuid::Uuid,
+    /// The lease's token, unique per claim: a replayed completion or a late handler of an
+    /// earlier lease of the same job never matches it.
+    pub token: uuid::Uuid,
+    /// The job's run: the same for every attempt until an operator requeues the job. What a
+    /// handler's effects are idempotent by (a retry's write-back after a write that did commit
+    /// changes nothing; a requeued job's does).
+    pub run: uuid::Uuid,
     /// Attempt number of this lease (1-based).
     pub attempt: i32,
     /// Attempts allowed in all.

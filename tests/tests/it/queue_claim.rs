@@ -16,6 +16,8 @@ fn lease_of(claimed: &linkpulse_shared::queue::ClaimedJob, owner: Uuid) -> JobLe
     JobLease {
         job_id: claimed.id,
         owner,
+        token: claimed.lease_token,
+        run: claimed.run_id,
         attempt: claimed.attempts,
         max_attempts: claimed.max_attempts,
         kind: claimed.kind.clone(),

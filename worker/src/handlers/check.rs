@@ -10,7 +10,10 @@ use linkpulse_shared::queue::{JobError, JobLease, ReportSlot};
 use super::{AppState, polite, report_verdict};
 
 /// Checks one link. Transient failures are retried through the queue's persisted backoff; only
-/// when the last attempt also fails does the check count as one failure.
+/// when the last attempt also fails does the check count as one failure — and then the job ends
+/// `failed` (class `transient`), like a rate-limited check whose attempts ran out (class
+/// `blocked`, never counted): `failed` is what "requeue failed jobs" and the failure alerts are
+/// for. A check that reached an answer (ok, dead, blocked by a challenge) ends `done`.
 ///
 /// Runs inside the attempt's `job.run` span (no span of its own: [`super::run_link_job`] already
 /// carries the job's fields) and records the `verdict` on it.
@@ -18,7 +21,8 @@ use super::{AppState, polite, report_verdict};
 /// # Errors
 ///
 /// [`JobError::Retry`] for a transient failure with attempts left or a failed write-back;
-/// [`JobError::Fail`] for a stored URL that no longer parses.
+/// [`JobError::Fail`] for a stored URL that no longer parses, and after the result of a last
+/// attempt that found no answer (transient, or still rate-limited) has been written back.
 pub async fn check_link(
     state: &AppState,
     job: &CheckLink,
@@ -31,6 +35,7 @@ pub async fn check_link(
     let result = check_url(&state.fetcher, &state.pacer, &url).await;
     tracing::Span::current().record("verdict", result.verdict.as_str());
     report_verdict(report, &result);
+    let limited = polite::is_rate_limited(&result);
     if let Some(retry) = polite::rate_limited(state, &host, &result, lease).await? {
         return Err(retry);
     }
@@ -45,8 +50,13 @@ pub async fn check_link(
     };
     state
         .checks
-        .record(job.link_id, lease.job_id, record)
+        .record(job.link_id, lease.into(), record)
         .await
         .map_err(|e| JobError::Retry(e.to_string()))?;
+    if result.verdict == Verdict::Transient || limited {
+        // Attempts are spent without an answer: recorded above (counted once if transient), and
+        // the job itself ends failed.
+        return Err(JobError::Fail(result.reason));
+    }
     Ok(())
 }

@@ -74,6 +74,11 @@ pub async fn github_rate_limited(state: &AppState, retry_after: Duration) -> Res
     })
 }
 
+/// A 429, or a 503 with `Retry-After`: the host asked us to come back later.
+pub fn is_rate_limited(result: &CheckResult) -> bool {
+    result.status_code == Some(429) || (result.status_code == Some(503) && result.retry_after.is_some())
+}
+
 /// After a response: a 429, or a 503 with `Retry-After`, puts the host on cool-down and — if
 /// attempts remain — asks for this job to be retried after the server's delay. Returns `None`
 /// when the result should be recorded as it is.
@@ -87,8 +92,7 @@ pub async fn rate_limited(
     result: &CheckResult,
     lease: &JobLease,
 ) -> Result<Option<JobError>, JobError> {
-    let limited = result.status_code == Some(429) || (result.status_code == Some(503) && result.retry_after.is_some());
-    if !limited {
+    if !is_rate_limited(result) {
         return Ok(None);
     }
     let delay = result

@@ -44,21 +44,28 @@ pub async fn refresh_link(
         // Before the page: a rate-limited API would refuse this job's lookup anyway.
         polite::respect_github_cooldown(state).await?;
     }
-    let mut record = page_metadata(state, &url, &cache, lease, report).await?;
-    github_metadata(state, &url, &cache, lease, &mut record).await?;
-    links::record_refresh(&state.pool, job.link_id, lease.job_id, &record)
+    let (mut record, page_unanswered) = page_metadata(state, &url, &cache, lease, report).await?;
+    let api_unanswered = github_metadata(state, &url, &cache, lease, &mut record).await?;
+    links::record_refresh(&state.pool, job.link_id, lease.into(), &record)
         .await
         .map_err(|e| db_error("writing the refresh result", e))?;
-    Ok(())
+    // The last attempt found no answer (a transient failure or a rate limit to the end): what
+    // could be kept is written, and the job ends failed so it can be seen and requeued.
+    match page_unanswered.or(api_unanswered) {
+        Some(reason) => Err(JobError::Fail(reason)),
+        None => Ok(()),
+    }
 }
 
+/// The page's metadata, and — when this last attempt got no answer from the page (transient, or
+/// still rate-limited) — why.
 async fn page_metadata(
     state: &AppState,
     url: &Url,
     cache: &CacheState,
     lease: &JobLease,
     report: &ReportSlot,
-) -> Result<RefreshRecord, JobError> {
+) -> Result<(RefreshRecord, Option<String>), JobError> {
     let mut headers = HeaderMap::new();
     headers.insert(
         ACCEPT,
@@ -87,6 +94,8 @@ async fn page_metadata(
     let fetched = state.fetcher.fetch(request).await;
     let verdict = classify(&fetched);
     report_verdict(report, &verdict);
+    let unanswered = (verdict.verdict == Verdict::Transient || polite::is_rate_limited(&verdict))
+        .then(|| format!("refresh: {}", verdict.reason));
     if let Some(retry) = polite::rate_limited(state, host, &verdict, lease).await? {
         return Err(retry);
     }
@@ -98,16 +107,17 @@ async fn page_metadata(
                 status_code: Some(304),
                 detail: None,
             });
-            return Ok(RefreshRecord::default());
+            return Ok((RefreshRecord::default(), None));
         }
         _ if verdict.verdict == Verdict::Transient && !lease.is_last_attempt() => {
             return Err(JobError::Retry(verdict.reason));
         }
         _ => {
-            return Ok(RefreshRecord {
+            let record = RefreshRecord {
                 error: Some(format!("refresh: {}", verdict.reason)),
                 ..RefreshRecord::default()
-            });
+            };
+            return Ok((record, unanswered));
         }
     };
     let header = |name| {
@@ -131,7 +141,7 @@ async fn page_metadata(
             detail: Some("bot challenge page".into()),
         });
         record.error = Some("refresh: bot challenge page, metadata kept".into());
-        return Ok(record);
+        return Ok((record, None));
     }
     let meta = metadata::extract(&html, &response.url);
     record.title = meta.title;
@@ -139,16 +149,18 @@ async fn page_metadata(
     record.favicon_url = meta.favicon_url;
     record.image_url = meta.image_url;
     record.site_name = meta.site_name;
-    Ok(record)
+    Ok((record, None))
 }
 
+/// GitHub facts of a repository link into `record`; returns why, when this last attempt got no
+/// answer from the API (a transient failure).
 async fn github_metadata(
     state: &AppState,
     url: &Url,
     cache: &CacheState,
     lease: &JobLease,
     record: &mut RefreshRecord,
-) -> Result<(), JobError> {
+) -> Result<Option<String>, JobError> {
     // A renamed repository is asked for under the name stored at the last refresh.
     let repo = match (&cache.github_owner, &cache.github_repo) {
         (Some(owner), Some(repo)) => RepoRef {
@@ -157,7 +169,7 @@ async fn github_metadata(
         },
         _ => match parse_repo_url(url) {
             Some(repo) => repo,
-            None => return Ok(()),
+            None => return Ok(None),
         },
     };
     match state.github.repo(&repo, cache.github_etag.as_deref()).await {
@@ -181,7 +193,12 @@ async fn github_metadata(
         Err(GithubError::Transient(reason)) if !lease.is_last_attempt() => {
             return Err(JobError::Retry(format!("GitHub API: {reason}")));
         }
+        Err(GithubError::Transient(reason)) => {
+            let reason = format!("GitHub API: {reason}");
+            record.error = Some(reason.clone());
+            return Ok(Some(reason));
+        }
         Err(error) => record.error = Some(format!("GitHub API: {error}")),
     }
-    Ok(())
+    Ok(None)
 }
