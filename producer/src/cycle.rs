@@ -1,6 +1,6 @@
 //! One producer cycle: enqueue a check for every link whose check is due and a refresh for every
-//! link whose metadata is stale, oldest first, capped per kind, never a second unfinished job for
-//! the same link and kind.
+//! link whose metadata is stale, oldest first and round-robin by host, capped per kind, never a
+//! second unfinished job for the same link and kind.
 //!
 //! Each kind is one set-based statement (`INSERT … SELECT … ON CONFLICT DO NOTHING`) so the cost
 //! is one index range scan plus the inserted rows, whatever the number of links. The dedupe index
@@ -16,21 +16,55 @@ use linkpulse_shared::queue::NOTIFY_CHANNEL;
 use linkpulse_shared::telemetry;
 
 /// The enqueue statement for links whose `$column` is older than `now() - $1` (or null: never
-/// done). Ordered by the expression of the column's `links_*_due_idx`, so the scan reads only the
-/// first `$2` due rows; inserted in id order so concurrent cycles wait on each other's keys in one
-/// order. `$5` is the W3C trace context of the `job.enqueue` span, the same for every job of the
-/// statement: each job's `job.run` span becomes its child, in the cycle's trace.
+/// done), at most `$2` jobs, fair to every host:
+///
+/// 1. `busy`: hosts that already have `$6` or more jobs of this kind waiting. More would only wait
+///    behind those (a host's jobs run at most `LINKPULSE_HOST_CONCURRENCY` at a time, paced), so
+///    such a host gets none this cycle and its share goes to the others.
+/// 2. `candidates`: due links of the other hosts that have no unfinished job of this kind yet
+///    (the queue's dedupe index answers that), oldest first along the column's `links_*_due_idx`,
+///    up to four times the limit. Without the skip, every cycle after a big import re-selected
+///    the same already-queued links and enqueued nothing while other hosts waited.
+/// 3. `due`: the limit, taken round-robin by host (each host's oldest first, then each host's
+///    second, …), so one host's backlog cannot crowd out the rest of a cycle.
+///
+/// Inserted in id order so concurrent cycles wait on each other's keys in one order. `$5` is the
+/// W3C trace context of the `job.enqueue` span, the same for every job of the statement: each
+/// job's `job.run` span becomes its child, in the cycle's trace.
 macro_rules! link_enqueue_due {
     ($column:literal) => {
         concat!(
-            "WITH due AS (
-    SELECT id, url, host FROM links
-    WHERE coalesce(",
+            "WITH busy AS (
+    SELECT group_key FROM queue_jobs
+    WHERE state = 'queued' AND kind = $3 AND group_key IS NOT NULL
+    GROUP BY group_key
+    HAVING count(*) >= $6
+),
+candidates AS (
+    SELECT l.id, l.url, l.host, coalesce(l.",
+            $column,
+            ", '-infinity'::timestamptz) AS due_at
+    FROM links l
+    WHERE coalesce(l.",
             $column,
             ", '-infinity'::timestamptz) <= now() - make_interval(secs => $1)
-    ORDER BY coalesce(",
+      AND l.host NOT IN (SELECT group_key FROM busy)
+      AND NOT EXISTS (
+          SELECT 1 FROM queue_jobs q
+          WHERE q.kind = $3 AND q.dedupe_key = 'link:' || l.id
+            AND q.state IN ('queued', 'running') AND q.dedupe_key IS NOT NULL)
+    ORDER BY coalesce(l.",
             $column,
-            ", '-infinity'::timestamptz), id
+            ", '-infinity'::timestamptz), l.id
+    LIMIT $2 * 4
+),
+due AS (
+    SELECT id, url, host FROM (
+        SELECT c.id, c.url, c.host, c.due_at,
+               row_number() OVER (PARTITION BY c.host ORDER BY c.due_at, c.id) AS host_rank
+        FROM candidates c
+    ) ranked
+    ORDER BY host_rank, due_at, id
     LIMIT $2
 ),
 inserted AS (
@@ -47,6 +81,12 @@ SELECT (SELECT count(*) FROM due), (SELECT count(*) FROM inserted)"
     };
 }
 
+/// A host's share of waiting jobs of one kind: a quarter of the cycle limit (at least a few per
+/// allowed concurrent job). A host with that many queued gets no more until they drain.
+pub fn host_share(settings: &Settings) -> i64 {
+    (settings.cycle_limit / 4).max(i64::from(settings.queue.host_concurrency) * 4)
+}
+
 /// `link_enqueue_due_checks`: due = never checked, or checked before `now() - $1`
 /// (`links_check_due_idx`).
 const LINK_ENQUEUE_DUE_CHECKS: &str = link_enqueue_due!("last_checked_at");
@@ -59,11 +99,12 @@ const LINK_ENQUEUE_DUE_REFRESHES: &str = link_enqueue_due!("refreshed_at");
 pub struct KindCycle {
     /// Whether the kind is enabled.
     pub enabled: bool,
-    /// Due links considered (at most the cycle limit).
+    /// Due links selected to enqueue (at most the cycle limit); links that already have an
+    /// unfinished job of the kind, and hosts with their share already waiting, are not counted.
     pub due: i64,
     /// Jobs enqueued.
     pub enqueued: i64,
-    /// Due links skipped because a job for them is already queued or running.
+    /// Selected links skipped because a concurrent cycle enqueued their job first.
     pub skipped: i64,
 }
 
@@ -151,6 +192,7 @@ async fn enqueue_due(
         .bind(kind)
         .bind(settings.queue.max_attempts)
         .bind(telemetry::current_trace_context())
+        .bind(host_share(settings))
         .fetch_one(pool)
         .await;
     let span = tracing::Span::current();
