@@ -170,7 +170,18 @@ async fn write_or_split(
     batch: &[Pending],
 ) -> Vec<Result<bool, WriteError>> {
     let whole: Vec<&Pending> = batch.iter().collect();
-    match write_batch(pool, threshold, timeout, &whole).await {
+    let mut first = write_batch(pool, threshold, timeout, &whole).await;
+    if let Err(failure) = &first
+        && failure.connection_lost
+    {
+        // A connection that died while idle (the database restarted, a proxy dropped it) fails
+        // the first statement sent on it; the pool opens a new one for the second. Without this,
+        // every check in flight across an outage would spend an attempt and run again. A replay
+        // is harmless: the write is fenced by the lease and idempotent per run.
+        tracing::info!(error = %failure.error, "check write-back lost its connection; retrying once");
+        first = write_batch(pool, threshold, timeout, &whole).await;
+    }
+    match first {
         Ok(applied) => batch.iter().map(|p| Ok(applied.contains(&p.lease.job_id))).collect(),
         Err(failure) if failure.caused_by_data && batch.len() > 1 => {
             tracing::warn!(error = %failure.error, results = batch.len(), "check write-back batch refused; writing one by one");
@@ -200,6 +211,8 @@ struct BatchFailure {
     /// The server refused the statement for the data in it (SQLSTATE class 22, data exception, or
     /// 23, integrity constraint violation): some rows may be fine on their own.
     caused_by_data: bool,
+    /// The connection failed under the statement (I/O error, closed): a new one may work.
+    connection_lost: bool,
 }
 
 impl BatchFailure {
@@ -211,6 +224,7 @@ impl BatchFailure {
         Self {
             error: WriteError::Database(crate::queue::backend::error_chain(error)),
             caused_by_data,
+            connection_lost: matches!(error, sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed),
         }
     }
 }
@@ -286,6 +300,7 @@ async fn write_batch(
         .map_err(|_| BatchFailure {
             error: WriteError::Database(format!("no answer within {timeout:?}")),
             caused_by_data: false,
+            connection_lost: false,
         })?
         .map_err(|e| BatchFailure::from_sqlx(&e))?;
     Ok(rows.into_iter().map(|(id,)| id).collect())

@@ -12,7 +12,8 @@
 //!   one write is in flight the next batch accumulates. Failed writes are retried, never dropped.
 //! - **heartbeat**: renews this worker's row — and with it every lease it holds — also while
 //!   handlers run and while draining.
-//! - **maintenance**: rescue and pruning, by whichever worker wins the advisory lock.
+//! - **maintenance**: rescue and pruning, by whichever worker wins the advisory lock, and only once
+//!   its own heartbeats have been healthy for a whole rescue window (the outage rule).
 //!
 //! A database error in any task is logged and retried with backoff; it never ends the worker.
 
@@ -78,6 +79,11 @@ struct Inner {
     /// The current worker identity: the owner of new leases. A new one replaces it when a rescue
     /// deleted this worker's row ([`rebirth`]); leases of a retired identity are never renewed.
     id: Mutex<Uuid>,
+    /// Since when every heartbeat has succeeded (`None` after a failed one). A worker that could
+    /// not heartbeat, during a database outage say, cannot tell dead workers from live ones that
+    /// could not heartbeat either: it rescues nothing until its own heartbeats have been healthy
+    /// for a whole rescue window, which gives every live worker time to renew its leases first.
+    healthy_since: Mutex<Option<tokio::time::Instant>>,
     config: EngineConfig,
     buffer: Mutex<VecDeque<ClaimedJob>>,
     /// Woken when the buffer gains jobs or the engine stops (the apalis worker's waker).
@@ -133,6 +139,7 @@ impl Engine {
             claim_pool,
             pool,
             id: Mutex::new(id),
+            healthy_since: Mutex::new(None),
             config,
             buffer: Mutex::new(VecDeque::new()),
             consumer: AtomicWaker::new(),
@@ -478,9 +485,14 @@ async fn heartbeat(inner: Arc<Inner>) {
         }
         let draining = inner.stop_fetching.is_cancelled();
         match registry::heartbeat(&inner.pool, inner.current_id(), draining).await {
-            Ok(true) => {}
+            Ok(true) => {
+                lock(&inner.healthy_since).get_or_insert_with(tokio::time::Instant::now);
+            }
             Ok(false) => rebirth(&inner).await,
-            Err(error) => tracing::warn!(%error, "heartbeat failed"),
+            Err(error) => {
+                *lock(&inner.healthy_since) = None;
+                tracing::warn!(%error, "heartbeat failed");
+            }
         }
     }
 }
@@ -516,6 +528,12 @@ async fn maintain(inner: Arc<Inner>) {
         tokio::select! {
             () = inner.stop_all.cancelled() => return,
             () = tokio::time::sleep(period) => {}
+        }
+        let healthy_for = lock(&inner.healthy_since).map(|since| since.elapsed());
+        if healthy_for.is_none_or(|healthy| healthy < settings.rescue_after) {
+            // The outage rule (docs/queue.md): after our own heartbeats failed, everyone else's
+            // probably did too; wait until live workers have had a rescue window to renew theirs.
+            continue;
         }
         match maintenance::run_once(
             &inner.pool,

@@ -104,14 +104,14 @@ async fn listing_limits_past_the_maximum_and_oversized_bodies_are_refused(pool: 
     stop.cancel();
 }
 
-/// A running `producer run` whose stderr is collected.
-struct ProducerProcess {
+/// A running `producer` or `worker` process whose stderr is collected.
+pub(crate) struct ServiceProcess {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
 }
 
-impl ProducerProcess {
-    fn spawn(env: &[(&str, String)], args: &[&str]) -> Self {
+impl ServiceProcess {
+    pub(crate) fn spawn(env: &[(&str, String)], args: &[&str]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_linkpulse-producer"));
         command
             .args(args)
@@ -135,7 +135,12 @@ impl ProducerProcess {
         i32::try_from(self.child.id().expect("pid")).expect("pid fits")
     }
 
-    fn count(&self, needle: &str) -> usize {
+    /// Everything the process wrote to stderr so far.
+    pub(crate) fn logs(&self) -> String {
+        self.lines.lock().expect("lock").join("\n")
+    }
+
+    pub(crate) fn count(&self, needle: &str) -> usize {
         self.lines
             .lock()
             .expect("lock")
@@ -188,7 +193,7 @@ async fn two_hundred_concurrent_readers_never_delay_the_leaders_cycles(pool: PgP
     let port = free_port().await;
     let addr = format!("127.0.0.1:{port}");
     let interval = Duration::from_millis(500);
-    let producer = ProducerProcess::spawn(
+    let producer = ServiceProcess::spawn(
         &[
             ("DATABASE_URL", app.settings.database_url.expose_secret().to_owned()),
             ("LINKPULSE_ADMIN_ADDR", addr.clone()),
@@ -410,8 +415,8 @@ async fn no_secret_from_the_environment_or_a_links_query_reaches_logs_errors_api
         ("LINKPULSE_LOG_FORMAT", "json".to_owned()),
         ("RUST_LOG", "debug,sqlx=info,hyper=info,h2=info,reqwest=info".to_owned()),
     ];
-    let producer = ProducerProcess::spawn(&common, &["run"]);
-    let worker = ProducerProcess::spawn_worker(&common);
+    let producer = ServiceProcess::spawn(&common, &["run"]);
+    let worker = ServiceProcess::spawn_worker(&common);
     wait_for(Duration::from_secs(60), "every check to finish", || async {
         let (open, finished): (i64, i64) = sqlx::query_as(
             "SELECT count(*) FILTER (WHERE state IN ('queued', 'running')), \
@@ -475,8 +480,8 @@ async fn no_secret_from_the_environment_or_a_links_query_reaches_logs_errors_api
     }
 }
 
-impl ProducerProcess {
-    fn spawn_worker(env: &[(&str, String)]) -> Self {
+impl ServiceProcess {
+    pub(crate) fn spawn_worker(env: &[(&str, String)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_linkpulse-worker"));
         command.stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
         for (name, _) in std::env::vars() {
@@ -493,7 +498,7 @@ impl ProducerProcess {
     }
 
     /// SIGTERM, wait for the exit, then check the logs it wrote for secrets.
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let pid = nix::unistd::Pid::from_raw(self.pid());
         nix::sys::signal::kill(pid, Signal::SIGTERM).expect("sigterm");
         tokio::time::timeout(Duration::from_secs(30), self.child.wait())
