@@ -25,21 +25,29 @@ use crate::settings::CycleSettings;
 /// ago, the others an hour ago, so no link is near the boundary while the run lasts.
 const CHECK_AFTER: Duration = Duration::from_secs(24 * 3600);
 
-/// Fills `links` with `$1` links over 5,000 hosts. `(i * 37) % 100 < $2` picks the due ones: 37 is
-/// coprime to 100, so it permutes every run of 100 consecutive ids and exactly `$2` of each
-/// hundred are due, spread over the whole table as links checked at different times are, not in
-/// one block whose few heap pages the cycle would read cheaply. Refreshes are not due.
+/// Fills `links` with `$1` links over 5,000 hosts and returns how many it inserted and how many
+/// of them it made due. `(i * 37) % 100 < $2` picks the due ones: 37 is coprime to 100, so it
+/// permutes every run of 100 consecutive ids and exactly `$2` of each hundred are due, spread
+/// over the whole table as links checked at different times are, not in one block whose few heap
+/// pages the cycle would read cheaply. Refreshes are not due.
+///
+/// The due count is the fill's own choice, counted where it is made: the run checks the cycle's
+/// enqueue predicate, so the expected count must not come from a second copy of that predicate.
 const FILL_LINKS: &str = r#"
-INSERT INTO links (url, host, last_checked_at, refreshed_at)
-SELECT 'https://host' || (i % 5000) || '.example/page/' || i,
-       'host' || (i % 5000) || '.example',
-       CASE WHEN (i * 37) % 100 < $2 THEN now() - interval '2 days' ELSE now() - interval '1 hour' END,
-       now()
-FROM generate_series(1::bigint, $1::bigint) AS i
+WITH chosen AS (
+    SELECT i, (i * 37) % 100 < $2 AS due FROM generate_series(1::bigint, $1::bigint) AS i
+),
+filled AS (
+    INSERT INTO links (url, host, last_checked_at, refreshed_at)
+    SELECT 'https://host' || (i % 5000) || '.example/page/' || i,
+           'host' || (i % 5000) || '.example',
+           CASE WHEN due THEN now() - interval '2 days' ELSE now() - interval '1 hour' END,
+           now()
+    FROM chosen
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM filled), (SELECT count(*) FROM chosen WHERE due)
 "#;
-
-/// Links whose check is due: the cycle's predicate without the `coalesce` (no link is unchecked).
-const COUNT_DUE: &str = "SELECT count(*) FROM links WHERE last_checked_at <= now() - make_interval(secs => $1)";
 
 /// The cheapest statement that enqueues a check for every due link: no ordering, no limit, no
 /// dedupe, no trace context. The cycle's cost above this is what its guarantees cost.
@@ -126,24 +134,21 @@ pub async fn measure(pool: &PgPool, database_url: &str, links: i64, settings: &C
 
 /// Fills `links` (one statement, timed and logged), then `VACUUM ANALYZE`s it so the cycle
 /// meets the table as it is between cycles in production: statistics fresh, visibility map and
-/// hint bits set, not a table whose first reader pays for a bulk load. Returns the due count.
+/// hint bits set, not a table whose first reader pays for a bulk load. Returns the due count the
+/// fill chose.
 async fn fill(pool: &PgPool, links: i64, due_percent: u32) -> anyhow::Result<i64> {
-    let (fill_time, _) = timed(
-        sqlx::query(FILL_LINKS)
+    let (fill_time, (filled, due)) = timed(
+        sqlx::query_as::<_, (i64, i64)>(FILL_LINKS)
             .bind(links)
             .bind(i64::from(due_percent))
-            .execute(pool),
+            .fetch_one(pool),
     )
     .await
     .context("filling links")?;
+    ensure!(filled == links, "the fill inserted {filled} links, not {links}");
     let (vacuum_time, _) = timed(sqlx::raw_sql("VACUUM ANALYZE links").execute(pool))
         .await
         .context("vacuuming links")?;
-    let (due,): (i64,) = sqlx::query_as(COUNT_DUE)
-        .bind(CHECK_AFTER.as_secs_f64())
-        .fetch_one(pool)
-        .await
-        .context("counting due links")?;
     tracing::info!(
         links,
         due,
@@ -206,12 +211,37 @@ mod tests {
         assert_eq!(DEFAULT_CYCLE_LIMIT, 10_000);
     }
 
-    /// Exactly `p` of every 100 consecutive ids are due, for every `p`.
-    #[test]
-    fn due_selection_is_exact_per_hundred() {
-        for p in 1..=100_i64 {
-            let due = (1..=1_000_i64).filter(|i| (i * 37) % 100 < p).count();
-            assert_eq!(due, usize::try_from(p * 10).expect("small"), "p = {p}");
+    /// The real fill and the real cycle: exactly `p` of every 100 consecutive links are due, the
+    /// fill says so, and the producer's cycle enqueues exactly those, whatever `p`. The
+    /// expectation is the construction's (`p` per hundred), not a copy of either formula.
+    #[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
+    async fn the_fill_makes_exactly_p_of_every_hundred_links_due_for_the_real_cycle(pool: PgPool) {
+        let mut settings = Settings::defaults("postgres://unused");
+        settings.check_after = CHECK_AFTER;
+        settings.refresh_enabled = false;
+        settings.cycle_limit = 10_000;
+        for p in [1_u32, 10, 37, 99, 100] {
+            sqlx::raw_sql("TRUNCATE links, queue_jobs RESTART IDENTITY")
+                .execute(&pool)
+                .await
+                .expect("empty tables");
+            let due = fill(&pool, 1_000, p).await.expect("fill");
+            assert_eq!(due, i64::from(p) * 10, "p = {p}: the fill's count");
+            let report = run_cycle(&pool, &settings).await.expect("cycle");
+            ensure_enqueued("cycle", report, due, 0).expect("the cycle enqueued the due links");
+            let per_hundred: Vec<(i64, i64)> = sqlx::query_as(
+                "SELECT (l.id - 1) / 100 AS hundred, count(j.id) FROM links l \
+                 LEFT JOIN queue_jobs j ON j.kind = 'check' AND j.dedupe_key = 'link:' || l.id \
+                 GROUP BY 1 ORDER BY 1",
+            )
+            .fetch_all(&pool)
+            .await
+            .expect("jobs per hundred links");
+            assert_eq!(per_hundred.len(), 10, "p = {p}");
+            for (hundred, jobs) in per_hundred {
+                let first = hundred * 100 + 1;
+                assert_eq!(jobs, i64::from(p), "p = {p}, links {first}..={}", first + 99);
+            }
         }
     }
 }

@@ -27,7 +27,15 @@ pub async fn main_entry() -> ExitCode {
     // Held to the end: dropping it at any return (SIGTERM included, after the drain) flushes the
     // last spans to the collector.
     let _telemetry = linkpulse_shared::telemetry::init_telemetry("linkpulse-producer");
-    let cli = cli::Cli::parse();
+    let cli = match cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // A bad argument is the operator's error: exit 1 like every user error (clap's own
+            // `exit()` uses 2, our code for internal errors). Help and version exit 0.
+            let _ = e.print();
+            return ExitCode::from(u8::from(e.use_stderr()));
+        }
+    };
     let settings = match Settings::from_env(&Env::new(|k| std::env::var(k).ok())) {
         Ok(s) => s,
         Err(e) => {

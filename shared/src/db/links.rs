@@ -234,9 +234,8 @@ impl LinkRef {
 ///
 /// If the statement fails.
 pub async fn activate(pool: &PgPool, link: &LinkRef) -> Result<Option<Link>, sqlx::Error> {
-    let mut q: QueryBuilder<Postgres> = QueryBuilder::new(
-        "UPDATE links SET status = 'active', consecutive_failures = 0, updated_at = now() WHERE ",
-    );
+    let mut q: QueryBuilder<Postgres> =
+        QueryBuilder::new("UPDATE links SET status = 'active', consecutive_failures = 0, updated_at = now() WHERE ");
     match link {
         LinkRef::Id(id) => q.push("id = ").push_bind(*id),
         LinkRef::Url(url) => q.push("url = ").push_bind(url.clone()),

@@ -2,7 +2,9 @@
 //!
 //! Usage: `test-worker DATABASE_URL`; settings come from the same `LINKPULSE_*` variables as the
 //! real worker (the test sets them on the child's command, not in its own environment), plus
-//! `TEST_CONCURRENCY` (default 4) and `TEST_SHUTDOWN_GRACE_MS` (default 30000).
+//! `TEST_CONCURRENCY` (default 4), `TEST_SHUTDOWN_GRACE_MS` (default 30000) and
+//! `TEST_APPLICATION_NAME` (unset: none), the `application_name` of the worker's connections
+//! other than the listener's, so a test can find them in `pg_stat_activity`.
 
 use std::time::Duration;
 
@@ -59,6 +61,13 @@ async fn main() -> anyhow::Result<()> {
     let queue = QueueSettings::from_env(&env)?;
     let concurrency: usize = env.positive("TEST_CONCURRENCY", 4)?;
     let grace = Duration::from_millis(env.parse("TEST_SHUTDOWN_GRACE_MS", 30_000)?);
+    let url = match env.optional("TEST_APPLICATION_NAME") {
+        Some(name) => {
+            let separator = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{separator}application_name={name}")
+        }
+        None => url,
+    };
     let pool = linkpulse_shared::db::connect(&url, 8)
         .await
         .context("failed to connect")?;
@@ -70,7 +79,12 @@ async fn main() -> anyhow::Result<()> {
         name: format!("test-worker-{}", std::process::id()),
         queue,
     };
-    let engine = Engine::start(pool.clone(), config.clone()).await?;
+    // The engine's own pool, as production has it: one connection for claims, acks, heartbeats and
+    // maintenance ([`linkpulse_shared::db::connect_engine`]).
+    let engine_pool = linkpulse_shared::db::connect_engine(&url)
+        .await
+        .context("failed to connect the engine")?;
+    let engine = Engine::start(engine_pool, config.clone()).await?;
     let backend = PgBackend::<TestJob>::new(engine.clone(), config.clone());
     let worker = WorkerBuilder::new(config.name.clone())
         .backend(backend)

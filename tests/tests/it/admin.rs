@@ -1,6 +1,7 @@
 //! The producer's admin HTTP (API, auth, metrics), the worker's `/metrics`, and leadership among
 //! `producer run` processes.
 
+use linkpulse_shared::config::ExposeSecret;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -392,6 +393,20 @@ async fn metrics_parse_as_prometheus_text_and_queue_depth_equals_queue_stats(poo
     fail_all(&app.pool, "check").await;
     app.add_links(&[app.url("/d")]).await;
     app.run_cycle().await;
+    // The oldest due check has waited 90 s; the only refresh is scheduled an hour ahead, and a
+    // job that is not due yet does not wait.
+    sqlx::query(
+        "UPDATE queue_jobs SET run_at = now() - interval '90 seconds' \
+         WHERE id = (SELECT min(id) FROM queue_jobs WHERE kind = 'check' AND state = 'queued')",
+    )
+    .execute(&app.pool)
+    .await
+    .expect("backdate a check");
+    let mut scheduled = linkpulse_shared::queue::NewJob::new("refresh", json!({"link_id": 1}), 5);
+    scheduled.run_at = Some(chrono::Utc::now() + chrono::Duration::hours(1));
+    linkpulse_shared::queue::insert_many(&app.pool, &[scheduled])
+        .await
+        .expect("schedule a refresh");
     let (addr, _stop) = admin(&app, None).await;
 
     let reply = http(addr, "GET", "/metrics", None, None).await;
@@ -406,57 +421,182 @@ async fn metrics_parse_as_prometheus_text_and_queue_depth_equals_queue_stats(poo
     assert_eq!(stats["kinds"]["check"]["failed"], 3, "premise: three failed checks");
     // The second cycle enqueued all four links' checks again (checks are due every cycle).
     assert_eq!(stats["kinds"]["check"]["queued"], 4, "premise: four queued checks");
+    assert_eq!(stats["kinds"]["refresh"]["queued"], 1, "premise: one scheduled refresh");
     for kind in ["check", "refresh"] {
         for state in ["queued", "running", "done", "failed"] {
             let series = format!("linkpulse_queue_jobs{{kind=\"{kind}\",state=\"{state}\"}}");
             let expected = stats["kinds"][kind][state].as_f64().expect("count");
             assert_eq!(samples.get(&series), Some(&expected), "{series}\n{}", reply.body);
         }
-        let age = format!("linkpulse_queue_oldest_queued_age_seconds{{kind=\"{kind}\"}}");
-        assert!(samples.get(&age).is_some_and(|a| *a >= 0.0), "{age}");
     }
+    // Jobs wait: the age of the oldest due one. None waits: 0 on the page, null in the JSON.
+    let age = |kind: &str| {
+        let series = format!("linkpulse_queue_oldest_queued_age_seconds{{kind=\"{kind}\"}}");
+        *samples
+            .get(&series)
+            .unwrap_or_else(|| panic!("{series} missing\n{}", reply.body))
+    };
+    assert!((90.0..150.0).contains(&age("check")), "check age {}", age("check"));
+    let json_age = stats["kinds"]["check"]["oldest_queued_age_seconds"]
+        .as_f64()
+        .expect("a check waits");
+    assert!((90.0..150.0).contains(&json_age), "check age in the JSON {json_age}");
+    assert_eq!(age("refresh"), 0.0, "no refresh is due");
+    assert_eq!(
+        stats["kinds"]["refresh"]["oldest_queued_age_seconds"],
+        Value::Null,
+        "no refresh is due"
+    );
     assert_eq!(samples.get("linkpulse_links{status=\"active\"}"), Some(&4.0));
     assert_eq!(samples.get("linkpulse_links{status=\"inaccessible\"}"), Some(&0.0));
 }
 
+/// A real `worker` process has its own recorder, so its `/metrics` counts exactly the attempts
+/// it ran: an ok and a dead link are checked (done), a check answered 503 twice retries once and
+/// then, out of attempts, fails; a refresh of a URL that does not parse fails at once.
 #[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
 async fn worker_metrics_show_job_counters_after_jobs_ran(pool: PgPool) {
-    let app = TestApp::spawn(pool).await;
-    app.add_links(&[app.url("/a"), app.url("/b")]).await;
-    app.cycle_and_work().await;
-    assert_eq!(
-        crate::helpers::count_state(&app.pool, "done").await,
+    let mut app = TestApp::spawn(pool).await;
+    app.settings.queue.max_attempts = 2;
+    app.site.toggle.store(503, std::sync::atomic::Ordering::SeqCst);
+    let ids = app
+        .add_links(&[app.url("/ok"), app.url("/gone"), app.url("/toggle")])
+        .await;
+    let report = app.run_cycle().await;
+    assert_eq!(report.check.enqueued, 3, "premise: three checks queued");
+    let poison = linkpulse_shared::queue::NewJob::new(
+        linkpulse_shared::jobs::REFRESH,
+        json!({"link_id": ids[0], "url": "not a url"}),
         2,
-        "premise: two jobs done"
+    );
+    linkpulse_shared::queue::insert_many(&app.pool, &[poison])
+        .await
+        .expect("enqueue a refresh that fails");
+
+    let mut command = Command::new(env!("CARGO_BIN_EXE_linkpulse-worker"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("OTEL_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .args(["--concurrency", "4"])
+        .env("DATABASE_URL", app.settings.database_url.expose_secret())
+        .env("LINKPULSE_ALLOW_PRIVATE_NETWORKS", "true")
+        .env("LINKPULSE_WORKER_ADDR", "127.0.0.1:0")
+        .env("LINKPULSE_HTTP_TIMEOUT", "5s")
+        .env("LINKPULSE_HOST_CONCURRENCY", "8")
+        .env("LINKPULSE_HOST_INTERVAL", "0s")
+        .env("LINKPULSE_POLL_INTERVAL", "200ms")
+        .env("LINKPULSE_RETRY_BASE", "100ms")
+        .env("LINKPULSE_RETRY_MAX", "200ms")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command.spawn().expect("spawn worker");
+    let stderr = child.stderr.take().expect("stderr");
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<SocketAddr>();
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        let mut addr_tx = Some(addr_tx);
+        while let Ok(Some(line)) = lines.next_line().await {
+            eprintln!("[worker] {line}");
+            let ready = serde_json::from_str::<Value>(&line)
+                .ok()
+                .filter(|l| l["message"] == "worker ready")
+                .and_then(|l| l["addr"].as_str().and_then(|a| a.parse().ok()));
+            if let Some(addr) = ready
+                && let Some(tx) = addr_tx.take()
+            {
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    let addr = tokio::time::timeout(Duration::from_secs(30), addr_rx)
+        .await
+        .expect("worker ready in time")
+        .expect("the worker logged its address");
+
+    wait_for(Duration::from_secs(60), "the worker to finish every job", || async {
+        let busy = crate::helpers::count_state(&app.pool, "queued").await
+            + crate::helpers::count_state(&app.pool, "running").await;
+        (busy == 0).then_some(())
+    })
+    .await;
+    let states: Vec<(String, String, i32)> =
+        sqlx::query_as("SELECT kind, state, attempts FROM queue_jobs ORDER BY kind, state, attempts")
+            .fetch_all(&app.pool)
+            .await
+            .expect("states");
+    let expected = [
+        ("check", "done", 1),
+        ("check", "done", 1),
+        ("check", "failed", 2),
+        ("refresh", "failed", 1),
+    ];
+    assert_eq!(
+        states,
+        expected.map(|(k, s, a)| (k.to_owned(), s.to_owned(), a)),
+        "premise: every attempt ran as planned"
     );
 
-    let stop = CancellationToken::new();
-    let addr = worker::http::serve("127.0.0.1:0".parse().expect("addr"), app.pool.clone(), stop.clone())
-        .await
-        .expect("health server");
-    let reply = http(addr, "GET", "/metrics", None, None).await;
-    assert_eq!(reply.status, 200);
-    let samples = parse_prometheus(&reply.body);
-    // The recorder is process-wide and other tests run jobs too: at least ours are counted.
-    let done = samples
-        .get("linkpulse_jobs_total{kind=\"check\",outcome=\"done\"}")
-        .copied()
-        .unwrap_or_default();
-    assert!(done >= 2.0, "{}", reply.body);
-    let durations = samples
-        .get("linkpulse_job_duration_seconds_count{kind=\"check\"}")
-        .copied()
-        .unwrap_or_default();
-    assert!(durations >= 2.0, "{}", reply.body);
-    assert!(samples.contains_key("linkpulse_jobs_in_flight"), "{}", reply.body);
+    // The counters move when an attempt is acknowledged: wait until all five are in, then
+    // compare each exactly (a process-wide recorder shared with other tests could only be
+    // compared with `>=`).
+    let counter = |samples: &HashMap<String, f64>, kind: &str, outcome: &str| {
+        samples
+            .get(&format!(
+                "linkpulse_jobs_total{{kind=\"{kind}\",outcome=\"{outcome}\"}}"
+            ))
+            .copied()
+            .unwrap_or_default()
+    };
+    let (samples, page) = wait_for(Duration::from_secs(10), "five recorded attempts", || async {
+        let reply = http(addr, "GET", "/metrics", None, None).await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        let samples = parse_prometheus(&reply.body);
+        let attempts: f64 = ["check", "refresh"]
+            .iter()
+            .flat_map(|kind| ["done", "retry", "snooze", "fail"].map(|outcome| (*kind, outcome)))
+            .map(|(kind, outcome)| counter(&samples, kind, outcome))
+            .sum();
+        (attempts >= 5.0).then_some((samples, reply.body))
+    })
+    .await;
+    for (kind, outcome, expected) in [
+        ("check", "done", 2.0),
+        ("check", "retry", 1.0),
+        ("check", "fail", 1.0),
+        ("check", "snooze", 0.0),
+        ("refresh", "done", 0.0),
+        ("refresh", "retry", 0.0),
+        ("refresh", "fail", 1.0),
+    ] {
+        assert_eq!(counter(&samples, kind, outcome), expected, "{kind} {outcome}: {page}");
+    }
+    for (kind, attempts) in [("check", 4.0), ("refresh", 1.0)] {
+        let series = format!("linkpulse_job_duration_seconds_count{{kind=\"{kind}\"}}");
+        assert_eq!(samples.get(&series), Some(&attempts), "{page}");
+    }
+    assert_eq!(samples.get("linkpulse_jobs_in_flight"), Some(&0.0), "{page}");
     assert!(
         samples
             .get("linkpulse_fetch_duration_seconds_count")
-            .is_some_and(|n| *n >= 2.0),
-        "{}",
-        reply.body
+            .is_some_and(|n| *n >= 4.0),
+        "one fetch per check attempt at least: {page}"
     );
-    stop.cancel();
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id().expect("pid")).expect("pid fits")),
+        Signal::SIGTERM,
+    )
+    .expect("sigterm");
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("worker exited in time")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0), "the worker drained and exited cleanly");
 }
 
 /// A `producer run` child process whose stderr is watched for the leader line.
@@ -471,7 +611,7 @@ impl ProducerProcess {
         let mut command = Command::new(env!("CARGO_BIN_EXE_linkpulse-producer"));
         command
             .arg("run")
-            .env("DATABASE_URL", &settings.database_url)
+            .env("DATABASE_URL", settings.database_url.expose_secret())
             .env("LINKPULSE_CYCLE_INTERVAL", "500ms")
             .env("LINKPULSE_CHECK_AFTER", "0s")
             .env("LINKPULSE_ADMIN_ADDR", "127.0.0.1:0")

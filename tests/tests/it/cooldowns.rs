@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use sqlx::PgPool;
+use tokio::time::Instant;
 
 use linkpulse_shared::politeness::Cooldowns;
 
@@ -59,13 +60,29 @@ async fn a_cooldown_started_by_one_worker_reaches_the_others_within_the_refresh(
 }
 
 #[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
-async fn a_cooldown_ends_on_time(pool: PgPool) {
+async fn a_cooldown_holds_until_just_before_its_end_and_ends_on_time(pool: PgPool) {
+    let length = Duration::from_secs(3);
     let a = Cooldowns::new(pool.clone(), REFRESH);
-    a.start("brief.test", Duration::from_millis(300), "Retry-After: 0.3")
-        .await
-        .expect("start");
+    let started = Instant::now();
+    a.start("brief.test", length, "Retry-After: 3").await.expect("start");
     assert!(a.remaining("brief.test").await.expect("lookup").is_some());
-    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    // A quarter of it left: still on, for this worker and for one that reads the table afresh,
+    // and no longer than what is left.
+    tokio::time::sleep_until(started + length * 3 / 4).await;
+    let fresh = Cooldowns::new(pool.clone(), REFRESH);
+    for (who, view) in [("own view", &a), ("fresh view", &fresh)] {
+        let (left, reason) = view
+            .remaining("brief.test")
+            .await
+            .expect("lookup")
+            .unwrap_or_else(|| panic!("{who}: the cool-down ended early"));
+        let most = (started + length).saturating_duration_since(Instant::now()) + Duration::from_millis(100);
+        assert!(left <= most, "{who}: {left:?} left, at most {most:?} expected");
+        assert_eq!(reason, "Retry-After: 3");
+    }
+
+    tokio::time::sleep_until(started + length + Duration::from_millis(100)).await;
     assert_eq!(a.remaining("brief.test").await.expect("lookup"), None);
     let other = Cooldowns::new(pool, REFRESH);
     assert_eq!(other.remaining("brief.test").await.expect("lookup"), None);

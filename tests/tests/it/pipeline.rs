@@ -2,12 +2,17 @@
 
 use std::io::Cursor;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::Router;
+use axum::http::Method;
+use axum::routing::any;
 use sqlx::PgPool;
+use tokio::time::Instant;
 
 use linkpulse_shared::jobs::CHECK;
-use linkpulse_shared::queue::{NewJob, insert_many};
+use linkpulse_shared::queue::{NewJob, RetryPolicy, insert_many};
 
 use crate::app::TestApp;
 use crate::helpers::count_state;
@@ -124,11 +129,10 @@ async fn repeated_and_concurrent_cycles_add_no_duplicate_jobs(pool: PgPool) {
         500,
         "concurrent cycles enqueue each link once"
     );
+    // A link that already has an unfinished job is not selected at all (the fair producer's
+    // skip), so the next cycle finds nothing to do.
     let again = app.run_cycle().await;
-    assert_eq!(
-        (again.check.due, again.check.enqueued, again.check.skipped),
-        (500, 0, 500)
-    );
+    assert_eq!((again.check.due, again.check.enqueued, again.check.skipped), (0, 0, 0));
     // Even while running, a job blocks a second one for its link.
     sqlx::query("UPDATE queue_jobs SET state = 'running', lease_owner = gen_random_uuid() WHERE id IN (SELECT id FROM queue_jobs LIMIT 100)")
         .execute(&app.pool)
@@ -225,38 +229,70 @@ async fn a_500_that_recovers_on_the_second_attempt_counts_no_failure(pool: PgPoo
     );
 }
 
+/// Requests a site received: method and arrival time.
+type Arrivals = Arc<Mutex<Vec<(Method, Instant)>>>;
+
+/// A site that answers nothing within any test's timeout, and notes when each request arrived.
+async fn silent_site() -> (String, Arrivals) {
+    let arrivals = Arrivals::default();
+    let seen = arrivals.clone();
+    let app = Router::new().route(
+        "/silent",
+        any(move |method: Method| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().expect("lock").push((method, Instant::now()));
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                "too late"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/silent"), arrivals)
+}
+
 #[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
 async fn a_timeout_is_retried_with_growing_delays_then_counts_once(pool: PgPool) {
     let mut app = TestApp::spawn(pool).await;
-    app.settings.fetch.timeout = Duration::from_millis(300);
+    let (url, arrivals) = silent_site().await;
+    let timeout = Duration::from_millis(300);
+    app.settings.fetch.timeout = timeout;
     app.settings.queue.max_attempts = 3;
-    app.settings.queue.retry.base = Duration::from_millis(400);
-    app.settings.queue.retry.max = Duration::from_secs(10);
-    assert!(
-        Duration::from_secs(3) > app.settings.fetch.timeout,
-        "premise: the site is slower than the timeout"
-    );
-    let id = app.add_links(&[app.url("/slow")]).await[0];
+    // Delays of 1–2 s after the first attempt and 2–4 s after the second: wide enough that the
+    // jitter of picking a job up again (a 50 ms poll) cannot reorder them.
+    let policy = RetryPolicy {
+        base: Duration::from_secs(2),
+        max: Duration::from_secs(10),
+    };
+    app.settings.queue.retry = policy;
+    app.settings.queue.poll_interval = Duration::from_millis(50);
+    let id = app.add_links(&[url]).await[0];
     app.cycle_and_work().await;
-    let (attempts, errors): (i32, serde_json::Value) =
-        sqlx::query_as("SELECT attempts, errors FROM queue_jobs WHERE kind = 'check'")
+    let (state, attempts, errors): (String, i32, serde_json::Value) =
+        sqlx::query_as("SELECT state, attempts, errors FROM queue_jobs WHERE kind = 'check'")
             .fetch_one(&app.pool)
             .await
             .expect("job");
-    assert_eq!(attempts, 3);
-    let at: Vec<chrono::DateTime<chrono::Utc>> = errors
+    assert_eq!(
+        (state.as_str(), attempts),
+        ("failed", 3),
+        "attempts spent without an answer"
+    );
+    let kinds: Vec<&str> = errors
         .as_array()
         .expect("errors")
         .iter()
-        .map(|e| serde_json::from_value(e["at"].clone()).expect("timestamp"))
+        .map(|e| e["kind"].as_str().unwrap_or("?"))
         .collect();
-    assert_eq!(
-        at.len(),
-        2,
-        "two retried attempts recorded before the last one was written back"
-    );
+    assert_eq!(kinds, ["retry", "retry", "fail"], "{errors}");
     assert!(
-        errors[0]["error"].as_str().expect("error").contains("timed out"),
+        errors
+            .as_array()
+            .expect("errors")
+            .iter()
+            .all(|e| e["error"].as_str().is_some_and(|e| e.contains("timed out"))),
         "{errors}"
     );
     let link = app.link(id).await;
@@ -265,13 +301,30 @@ async fn a_timeout_is_retried_with_growing_delays_then_counts_once(pool: PgPool)
         "a check's failure counts once, when its attempts are spent"
     );
     assert_eq!(link.last_outcome.as_deref(), Some("transient"));
-    // Starts of the attempts: each attempt takes HEAD + GET timeouts (~0.6 s), then waits its
-    // backoff (attempt 1: 0.2–0.4 s, attempt 2: 0.4–0.8 s) before the next begins.
-    let gaps: Vec<f64> = at.windows(2).map(|w| (w[1] - w[0]).as_seconds_f64()).collect();
-    assert!(
-        gaps[0] >= 0.6 + 0.4 / 2.0 - 0.05,
-        "second retry came too soon: {gaps:?}"
+
+    let arrivals = arrivals.lock().expect("lock").clone();
+    let methods: Vec<&str> = arrivals.iter().map(|(m, _)| m.as_str()).collect();
+    assert_eq!(
+        methods,
+        ["HEAD", "GET", "HEAD", "GET", "HEAD", "GET"],
+        "premise: every attempt timed out on HEAD, then on GET"
     );
+    // The wait after attempt k: from its GET arriving (which times out `timeout` after it was
+    // sent) to the next attempt's HEAD. The policy's delay after attempt k lies in
+    // [ceiling/2, ceiling]; the job is picked up again within a poll or so of that.
+    let pickup = Duration::from_secs(1);
+    let waits: Vec<Duration> = [1, 3].iter().map(|&i| arrivals[i + 1].1 - arrivals[i].1).collect();
+    for (attempt, wait) in (1u32..).zip(&waits) {
+        // Written out rather than asked of the policy: base × 2^(attempt − 1), below the max.
+        let ceiling = policy.base * 2u32.pow(attempt - 1);
+        let least = timeout + ceiling / 2 - Duration::from_millis(50);
+        let most = timeout + ceiling + pickup;
+        assert!(
+            (least..=most).contains(wait),
+            "wait after attempt {attempt}: {wait:?}, the policy allows {least:?}..={most:?}"
+        );
+    }
+    assert!(waits[1] > waits[0], "the delay did not grow: {waits:?}");
 }
 
 #[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]

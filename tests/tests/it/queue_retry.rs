@@ -18,6 +18,8 @@ async fn claim_one(pool: &PgPool, owner: Uuid) -> Option<JobLease> {
     jobs.pop().map(|j| JobLease {
         job_id: j.id,
         owner,
+        token: j.lease_token,
+        run: j.run_id,
         attempt: j.attempts,
         max_attempts: j.max_attempts,
         kind: j.kind,
@@ -129,7 +131,11 @@ async fn a_panicking_handler_fails_its_attempt_and_the_worker_goes_on(pool: PgPo
         ("failed", 2),
         "each panic consumed one attempt"
     );
-    for error in errors.as_array().expect("errors") {
+    let errors = errors.as_array().expect("errors array");
+    assert_eq!(errors.len(), 2, "one error per panicked attempt: {errors:?}");
+    let kinds: Vec<&str> = errors.iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert_eq!(kinds, ["retry", "fail"], "retried once, then failed");
+    for error in errors {
         assert!(
             error["error"].as_str().unwrap_or_default().contains("panicked"),
             "{error}"
@@ -207,9 +213,16 @@ async fn pruning_deletes_only_finished_jobs_past_retention(pool: PgPool) {
         .await
         .expect("running");
 
-    let pruned = maintenance::prune_finished(&pool, Duration::from_secs(3600), Duration::from_secs(24 * 3600), 1, 100)
-        .await
-        .expect("prune");
+    let mut conn = pool.acquire().await.expect("connection");
+    let pruned = maintenance::prune_finished(
+        &mut conn,
+        Duration::from_secs(3600),
+        Duration::from_secs(24 * 3600),
+        1,
+        100,
+    )
+    .await
+    .expect("prune");
     assert_eq!(pruned, 2);
     let left: Vec<(i64,)> = sqlx::query_as("SELECT id FROM queue_jobs ORDER BY id")
         .fetch_all(&pool)

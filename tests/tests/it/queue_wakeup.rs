@@ -4,24 +4,19 @@ use std::time::{Duration, Instant};
 
 use integration_tests::{TEST_KIND, TestJob};
 use linkpulse_shared::queue::engine::LISTENER_APPLICATION_NAME;
-use linkpulse_shared::queue::{JobArgs, NewJob, Queue};
+use linkpulse_shared::queue::{JobArgs, NOTIFY_CHANNEL, NewJob, Queue};
 use sqlx::PgPool;
+use sqlx::postgres::PgListener;
 
 use crate::helpers::{WorkerProcess, enqueue, job, wait_for};
 
-async fn listener_pids(pool: &PgPool) -> Vec<i32> {
-    let rows: Vec<(i32,)> =
-        sqlx::query_as("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = $1")
-            .bind(LISTENER_APPLICATION_NAME)
-            .fetch_all(pool)
-            .await
-            .expect("pg_stat_activity");
-    rows.into_iter().map(|(pid,)| pid).collect()
+async fn wait_done(pool: &PgPool, id: i64, deadline: Duration) -> Duration {
+    wait_done_as(pool, id, deadline, "the job to finish").await
 }
 
-async fn wait_done(pool: &PgPool, id: i64, deadline: Duration) -> Duration {
+async fn wait_done_as(pool: &PgPool, id: i64, deadline: Duration, what: &str) -> Duration {
     let start = Instant::now();
-    wait_for(deadline, "the job to finish", || async {
+    wait_for(deadline, what, || async {
         (job(pool, id).await.0 == "done").then_some(())
     })
     .await;
@@ -31,12 +26,16 @@ async fn wait_done(pool: &PgPool, id: i64, deadline: Duration) -> Duration {
 #[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
 async fn a_notification_starts_an_idle_worker_long_before_its_poll(pool: PgPool) {
     integration_tests::create_test_runs(&pool).await.expect("test_runs");
-    let _worker = WorkerProcess::spawn(&pool, &[("LINKPULSE_POLL_INTERVAL", "30s".into())]).await;
-    wait_for(Duration::from_secs(10), "the listener", || async {
-        (!listener_pids(&pool).await.is_empty()).then_some(())
-    })
+    let app = "lp-notified";
+    let _worker = WorkerProcess::spawn(
+        &pool,
+        &[
+            ("LINKPULSE_POLL_INTERVAL", "30s".into()),
+            ("TEST_APPLICATION_NAME", app.into()),
+        ],
+    )
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await; // let the worker go idle
+    wait_armed_and_idle(&pool, app, &[]).await;
     let queue = Queue::new(pool.clone());
     queue
         .enqueue(&[NewJob::new(TEST_KIND, TestJob::default().encode().expect("encode"), 1)])
@@ -53,35 +52,137 @@ async fn a_notification_starts_an_idle_worker_long_before_its_poll(pool: PgPool)
     );
 }
 
+/// The listener connection that has run `LISTEN` on the jobs channel, other than `old`: its pid
+/// and when it went idle after that `LISTEN` (seconds since the epoch, database clock).
+async fn armed_listener(pool: &PgPool, old: &[i32]) -> Option<(i32, f64)> {
+    sqlx::query_as(
+        "SELECT pid, extract(epoch FROM state_change)::float8 FROM pg_stat_activity \
+         WHERE datname = current_database() AND application_name = $1 AND NOT pid = ANY($2) \
+           AND state = 'idle' AND query = 'LISTEN \"' || $3 || '\"'",
+    )
+    .bind(LISTENER_APPLICATION_NAME)
+    .bind(old)
+    .bind(NOTIFY_CHANNEL)
+    .fetch_optional(pool)
+    .await
+    .expect("pg_stat_activity")
+}
+
+/// Whether the worker whose connections are named `app` finished a claim after `since` and
+/// its claim connection now sits idle (the fetcher waits for a wake-up or its poll).
+async fn claimed_since(pool: &PgPool, app: &str, since: f64) -> bool {
+    let (idle,): (bool,) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() \
+           AND application_name = $1 AND state = 'idle' AND query LIKE '%FOR UPDATE OF j SKIP LOCKED%' \
+           AND extract(epoch FROM state_change)::float8 > $2)",
+    )
+    .bind(app)
+    .bind(since)
+    .fetch_one(pool)
+    .await
+    .expect("pg_stat_activity");
+    idle
+}
+
+/// Waits until a listener other than `old` is armed and the fetcher has gone idle after the
+/// claim that arming triggers; returns the listener's pid.
+async fn wait_armed_and_idle(pool: &PgPool, app: &str, old: &[i32]) -> i32 {
+    let (pid, armed_at) = wait_for(Duration::from_secs(10), "an armed listener", || {
+        armed_listener(pool, old)
+    })
+    .await;
+    wait_for(Duration::from_secs(10), "the claim after LISTEN", || async {
+        claimed_since(pool, app, armed_at).await.then_some(())
+    })
+    .await;
+    pid
+}
+
 #[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
 async fn a_killed_listener_connection_loses_no_job(pool: PgPool) {
     integration_tests::create_test_runs(&pool).await.expect("test_runs");
-    let poll = Duration::from_millis(500);
-    let _worker = WorkerProcess::spawn(&pool, &[("LINKPULSE_POLL_INTERVAL", "500ms".into())]).await;
-    let pids = wait_for(Duration::from_secs(10), "the listener", || async {
-        let pids = listener_pids(&pool).await;
-        (!pids.is_empty()).then_some(pids)
-    })
+    // A poll far beyond every deadline below: only the listener, and the claims its
+    // reconnects make, can start these jobs in time.
+    let app = "lp-killed-listener";
+    let _worker = WorkerProcess::spawn(
+        &pool,
+        &[
+            ("LINKPULSE_POLL_INTERVAL", "60s".into()),
+            ("TEST_APPLICATION_NAME", app.into()),
+        ],
+    )
     .await;
-    for pid in pids {
-        sqlx::query("SELECT pg_terminate_backend($1)")
-            .bind(pid)
-            .execute(&pool)
-            .await
-            .expect("terminate listener");
-    }
-    // Inserted without any NOTIFY while the listener is down: only the poll can find it.
+    let first = wait_armed_and_idle(&pool, app, &[]).await;
+    sqlx::query("SELECT pg_terminate_backend($1)")
+        .bind(first)
+        .execute(&pool)
+        .await
+        .expect("terminate listener");
+    // Enqueued while the listener is down or coming back: its NOTIFY may reach nobody, and the
+    // claim every reconnect makes finds it.
     let ids = enqueue(&pool, &[(TestJob::default(), None)], 1).await;
-    let took = wait_done(&pool, ids[0], Duration::from_secs(10)).await;
-    assert!(took < poll * 4, "took {took:?}, poll interval {poll:?}");
-
-    // The listener comes back: later jobs are announced again.
-    wait_for(Duration::from_secs(10), "the listener to reconnect", || async {
-        (!listener_pids(&pool).await.is_empty()).then_some(())
-    })
+    let took = wait_done_as(
+        &pool,
+        ids[0],
+        Duration::from_secs(10),
+        "the job enqueued around the kill to finish",
+    )
     .await;
+    assert!(
+        took < Duration::from_secs(5),
+        "took {took:?}: found only by the 60 s poll"
+    );
+
+    // The new connection listens again: a job enqueued once the worker is idle starts at its
+    // NOTIFY, long before the poll.
+    let second = wait_armed_and_idle(&pool, app, &[first]).await;
+    assert_ne!(second, first, "premise: a new listener connection");
     let more = enqueue(&pool, &[(TestJob::default(), None)], 1).await;
-    wait_done(&pool, more[0], Duration::from_secs(10)).await;
+    let took = wait_done_as(
+        &pool,
+        more[0],
+        Duration::from_secs(10),
+        "the job enqueued after the reconnect to finish",
+    )
+    .await;
+    assert!(
+        took < Duration::from_secs(2),
+        "took {took:?}: the reconnected listener did not wake the worker"
+    );
+}
+
+#[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
+async fn the_poll_alone_starts_a_job_no_notification_announced(pool: PgPool) {
+    integration_tests::create_test_runs(&pool).await.expect("test_runs");
+    let app = "lp-poll-only";
+    let poll = Duration::from_secs(1);
+    let _worker = WorkerProcess::spawn(
+        &pool,
+        &[
+            ("LINKPULSE_POLL_INTERVAL", "1s".into()),
+            ("TEST_APPLICATION_NAME", app.into()),
+        ],
+    )
+    .await;
+    wait_armed_and_idle(&pool, app, &[]).await;
+    let mut spy = PgListener::connect_with(&pool).await.expect("spy listener");
+    spy.listen(NOTIFY_CHANNEL).await.expect("LISTEN");
+    // A plain INSERT: no NOTIFY, so no wake-up; the fetcher sleeps on its poll.
+    let (id,): (i64,) =
+        sqlx::query_as("INSERT INTO queue_jobs (kind, payload, max_attempts) VALUES ($1, $2, 1) RETURNING id")
+            .bind(TEST_KIND)
+            .bind(TestJob::default().encode().expect("encode"))
+            .fetch_one(&pool)
+            .await
+            .expect("insert");
+    let took = wait_done(&pool, id, Duration::from_secs(15)).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), spy.try_recv())
+            .await
+            .is_err(),
+        "premise: no notification announced the job"
+    );
+    assert!(took < poll * 3, "took {took:?} with a {poll:?} poll");
 }
 
 #[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]

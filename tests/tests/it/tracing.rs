@@ -2,6 +2,7 @@
 //! in-process OTLP receiver, and one link's check is one trace from the producer's cycle through
 //! the queue to the worker's requests and write-back.
 
+use linkpulse_shared::config::ExposeSecret;
 use std::collections::HashMap;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -46,7 +47,7 @@ async fn producer(app: &TestApp, args: &[&str], env: &[(&str, String)]) -> (Stri
     let mut command = command(env!("CARGO_BIN_EXE_linkpulse-producer"));
     command
         .args(args)
-        .env("DATABASE_URL", &app.settings.database_url)
+        .env("DATABASE_URL", app.settings.database_url.expose_secret())
         .env("LINKPULSE_CHECK_AFTER", "0s")
         .env("LINKPULSE_REFRESH_ENABLED", "false")
         .env("RUST_LOG", "info");
@@ -76,7 +77,7 @@ impl Worker {
         let mut command = command(env!("CARGO_BIN_EXE_linkpulse-worker"));
         command
             .args(["--concurrency", "8"])
-            .env("DATABASE_URL", &app.settings.database_url)
+            .env("DATABASE_URL", app.settings.database_url.expose_secret())
             .env("LINKPULSE_ALLOW_PRIVATE_NETWORKS", "true")
             .env("LINKPULSE_WORKER_ADDR", "127.0.0.1:0")
             .env("LINKPULSE_HTTP_TIMEOUT", "5s")
@@ -411,17 +412,26 @@ async fn a_links_check_is_one_trace_from_the_producer_cycle_through_the_queue_to
 async fn no_export_is_attempted_when_the_endpoint_is_unset(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     app.add_links(&[app.url("/ok")]).await;
-    // Without an endpoint the exporter would default to localhost:4317: listen there when the
-    // port is free, so an attempt would be seen.
+    // Without an endpoint an exporter would default to localhost:4317: listen there, so an
+    // attempt would be seen. A busy port would leave the key assertion unchecked: fail instead.
     let mut default_ports = Vec::new();
     for addr in ["127.0.0.1:4317", "[::1]:4317"] {
-        if let Ok(listener) = tokio::net::TcpListener::bind(addr).await {
-            default_ports.push(OtlpReceiver::serve(listener));
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => default_ports.push(OtlpReceiver::serve(listener)),
+            // No IPv6 loopback on this machine: nothing can be sent there either.
+            Err(e)
+                if addr.starts_with('[')
+                    && matches!(
+                        e.kind(),
+                        std::io::ErrorKind::AddrNotAvailable | std::io::ErrorKind::Unsupported
+                    ) => {}
+            Err(e) => panic!(
+                "cannot listen on {addr} ({e}): this test must watch the default OTLP endpoint; \
+                 stop whatever holds port 4317 (a local collector?) and run it again"
+            ),
         }
     }
-    if default_ports.is_empty() {
-        eprintln!("port 4317 is taken here (a local collector?): only the other effects are checked");
-    }
+    assert!(!default_ports.is_empty(), "premise: 127.0.0.1:4317 is watched");
 
     let (stdout, log) = producer(
         &app,
