@@ -33,19 +33,20 @@ pub async fn run(settings: Settings, concurrency: usize, stop: CancellationToken
     let concurrency = concurrency.max(1);
     // Before the first job: the ack layer records into whatever recorder is installed then.
     linkpulse_shared::metrics::install();
-    // The engine's acks, heartbeat, maintenance and the health check share a few connections
-    // (claims and the listener have their own). Handlers hold a connection only for their short
-    // write-back statements, so a handful serves hundreds of concurrent jobs and keeps a scaled-out
-    // pool of workers under the server's connection limit.
-    let pool = db::connect(settings.database_url.expose_secret(), db::WORKER_ENGINE_CONNECTIONS)
+    // Three connections whatever the concurrency (`db::worker_connections`): the engine's one
+    // (claims, acks, heartbeat, maintenance), the handlers' one (batched write-backs and short
+    // reads; never held across a fetch) and the engine's LISTEN. A scaled-out pool of workers
+    // stays under the server's connection limit.
+    let pool = db::connect_engine(settings.database_url.expose_secret())
         .await
         .context("failed to connect to the database")?;
-    let handler_pool = db::connect_handler_pool(
-        settings.database_url.expose_secret(),
-        db::worker_handler_connections(concurrency),
-    )
-    .await
-    .context("failed to connect to the database")?;
+    let handler_pool = db::connect_handler_pool(settings.database_url.expose_secret())
+        .await
+        .context("failed to connect to the database")?;
+    // Start order: both pools above have connected (the database answers), and the health port is
+    // bound here, before the engine registers and claims anything: a port already taken or an
+    // unreachable database ends the process without a job leased.
+    let health = crate::http::serve(settings.worker_addr, handler_pool.clone(), stop.clone()).await?;
     // Keep as many idle connections to a host as may be in use at once: no more than the jobs of
     // one host this worker can run, and no more than its concurrency.
     let host_cap = usize::try_from(settings.queue.host_concurrency).unwrap_or(usize::MAX);
@@ -70,12 +71,6 @@ pub async fn run(settings: Settings, concurrency: usize, stop: CancellationToken
         name: name.clone(),
         queue: settings.queue.clone(),
     };
-    let engine = Engine::start(pool.clone(), config.clone())
-        .await
-        .context("failed to register the worker")?;
-    let health = crate::http::serve(settings.worker_addr, pool.clone(), stop.clone()).await?;
-    tracing::info!(addr = %health, concurrency, "worker ready");
-
     let timeout = job_timeout(&settings);
     let grace = settings.shutdown_grace;
     let pacer = linkpulse_shared::politeness::HostPacer::new(settings.host_interval);
@@ -90,6 +85,12 @@ pub async fn run(settings: Settings, concurrency: usize, stop: CancellationToken
         pacer,
         settings,
     });
+    // Last, once nothing else can fail: registering starts the claims, and a worker that then
+    // failed to start would leave its leased jobs waiting for a rescue with an attempt spent.
+    let engine = Engine::start(pool.clone(), config.clone())
+        .await
+        .context("failed to register the worker")?;
+    tracing::info!(addr = %health, concurrency, "worker ready");
     let worker = WorkerBuilder::new(name)
         .backend(PgBackend::<LinkJob>::new(engine.clone(), config))
         .data(state)

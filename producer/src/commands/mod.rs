@@ -15,9 +15,12 @@ use crate::cli::{CliError, Command, LinksCommand, QueueCommand, print_json};
 ///
 /// [`CliError::User`] for the operator's mistakes, [`CliError::Internal`] for ours.
 pub async fn execute(command: Command, settings: &Settings, out: &mut dyn Write) -> Result<(), CliError> {
-    let pool = linkpulse_shared::db::connect(settings.database_url.expose_secret(), 4)
-        .await
-        .map_err(|e| CliError::Internal(anyhow::Error::new(e).context("failed to connect to the database")))?;
+    let pool = linkpulse_shared::db::connect(
+        settings.database_url.expose_secret(),
+        linkpulse_shared::db::COMMAND_CONNECTIONS,
+    )
+    .await
+    .map_err(|e| CliError::Internal(anyhow::Error::new(e).context("failed to connect to the database")))?;
     match command {
         Command::Migrate => {
             linkpulse_shared::db::migrate(&pool)

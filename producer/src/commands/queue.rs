@@ -207,8 +207,12 @@ pub async fn prune(
     let pruned = match older_than {
         Some(age) => inspect::prune(pool, age).await?,
         None => {
+            let mut conn = pool
+                .acquire()
+                .await
+                .map_err(linkpulse_shared::queue::QueueError::from)?;
             linkpulse_shared::queue::maintenance::prune_finished(
-                pool,
+                &mut conn,
                 settings.queue.retain_done,
                 settings.queue.retain_failed,
                 5000,

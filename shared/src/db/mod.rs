@@ -8,13 +8,44 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 /// Migrations of our tables and the queue's, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
+/// Seconds a connection may sit silent before the server probes its client
+/// (`tcp_keepalives_idle`; the kernel's default is 7,200 s).
+pub const TCP_KEEPALIVES_IDLE: &str = "10";
+/// Seconds between two unanswered probes (`tcp_keepalives_interval`).
+pub const TCP_KEEPALIVES_INTERVAL: &str = "5";
+/// Unanswered probes after which the server drops the connection (`tcp_keepalives_count`).
+pub const TCP_KEEPALIVES_COUNT: &str = "3";
+
+/// The options of every connection we open, parsed from `url`: with server-side TCP keepalives,
+/// so a backend whose client's node vanished (power loss, network partition) is ended within
+/// about 25 s instead of the kernel's two hours, and the locks and leases it held are freed.
+///
+/// Every pool of this module starts from here, and so do the dedicated connections (the producer
+/// leader's lock, and the queue engine's `LISTEN` connection, which clones its pool's options). Keepalives are answered by whatever holds the socket, so they cannot see a client
+/// that vanished behind a proxy, NAT or pooler that stays up: locks that must not outlive their
+/// holder are bounded on the server side as well (`idle_session_timeout` on the leader's lock,
+/// `idle_in_transaction_session_timeout` on the maintenance lock). sqlx offers no client-side
+/// keepalive; each of those holders bounds its own statements with a deadline instead.
+///
+/// # Errors
+///
+/// If the URL is invalid.
+pub fn connect_options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
+    let options: PgConnectOptions = url.parse()?;
+    Ok(options.options([
+        ("tcp_keepalives_idle", TCP_KEEPALIVES_IDLE),
+        ("tcp_keepalives_interval", TCP_KEEPALIVES_INTERVAL),
+        ("tcp_keepalives_count", TCP_KEEPALIVES_COUNT),
+    ]))
+}
+
 /// Opens a pool of at most `max_connections` to `url`.
 ///
 /// # Errors
 ///
 /// If the URL is invalid or the first connection fails.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
-    let options: PgConnectOptions = url.parse()?;
+    let options = connect_options(url)?;
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
@@ -36,7 +67,7 @@ pub const READER_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
 ///
 /// If the URL is invalid or the first connection fails.
 pub async fn connect_readers(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
-    let options: PgConnectOptions = url.parse()?;
+    let options = connect_options(url)?;
     PgPoolOptions::new()
         .max_connections(max_connections)
         .min_connections(0)
@@ -48,22 +79,45 @@ pub async fn connect_readers(url: &str, max_connections: u32) -> Result<PgPool, 
         .await
 }
 
-/// Connections of a worker's engine pool: acks, heartbeats, maintenance and `/readyz`.
-/// (A maintenance pass holds two at once; the acker and the heartbeat must never wait for both.)
-pub const WORKER_ENGINE_CONNECTIONS: u32 = 5;
-/// Most connections a worker's handlers use, whatever its concurrency: they hold one only for a
-/// short statement, and check results are written in batches.
-pub const WORKER_MAX_HANDLER_CONNECTIONS: usize = 16;
+/// Connections of a worker's engine pool: claims, acknowledgements, heartbeats and maintenance
+/// share one, overlapped with the handlers' work.
+pub const WORKER_ENGINE_CONNECTIONS: u32 = 1;
+/// Connections of a worker's handler pool: the batched check write-backs, refresh reads and
+/// writes, host cool-downs and `/readyz`. Handlers never hold one while fetching.
+pub const WORKER_HANDLER_CONNECTIONS: u32 = 1;
+/// The engine's `LISTEN` connection.
+pub const WORKER_LISTENER_CONNECTIONS: u32 = 1;
 
-/// Handler connections of a worker running `concurrency` jobs at once.
-pub fn worker_handler_connections(concurrency: usize) -> u32 {
-    u32::try_from(concurrency.clamp(1, WORKER_MAX_HANDLER_CONNECTIONS)).unwrap_or(1)
+/// Most connections one worker process opens, whatever its concurrency: the engine's pool, the
+/// handlers' pool and the engine's `LISTEN` connection. Size PostgreSQL's `max_connections` as
+/// worker replicas × this + the producers' and operators' (README, "Scaling").
+pub const fn worker_connections() -> u32 {
+    WORKER_ENGINE_CONNECTIONS + WORKER_HANDLER_CONNECTIONS + WORKER_LISTENER_CONNECTIONS
 }
 
-/// Most connections one worker process opens: its handler and engine pools, plus the engine's
-/// claim and `LISTEN` connections.
-pub fn worker_connections(concurrency: usize) -> u32 {
-    worker_handler_connections(concurrency) + WORKER_ENGINE_CONNECTIONS + 2
+/// Connections of `producer run`'s pool: the leader's cycles (one statement at a time), the
+/// admin server's mutations and the gauges' refresh. With the leader's lock connection that is at
+/// most four; the admin server's readers have their own small pool
+/// (`producer::admin::READER_CONNECTIONS`).
+pub const PRODUCER_CONNECTIONS: u32 = 3;
+/// Connections of a one-shot command (`producer cycle` from a CronJob, `queue stats`, …).
+pub const COMMAND_CONNECTIONS: u32 = 2;
+
+/// Opens a worker engine's pool: [`WORKER_ENGINE_CONNECTIONS`] connection(s) with the session
+/// settings of [`tuned`] and the claim's ([`crate::queue::engine::CLAIM_SESSION_OPTIONS`]).
+///
+/// # Errors
+///
+/// If the URL is invalid or the first connection fails.
+pub async fn connect_engine(url: &str) -> Result<PgPool, sqlx::Error> {
+    let options = tuned(connect_options(url)?).options(crate::queue::engine::CLAIM_SESSION_OPTIONS);
+    PgPoolOptions::new()
+        .max_connections(WORKER_ENGINE_CONNECTIONS)
+        // Statements wait their turn on the one connection (a maintenance pass holds it for up
+        // to a few hundred milliseconds); only a dead database makes them wait this long.
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_with(options)
+        .await
 }
 
 /// Opens the worker handlers' pool, for the link write-backs.
@@ -74,17 +128,17 @@ pub fn worker_connections(concurrency: usize) -> u32 {
 /// was lost. Check results are written in batches, so the flush is paid once per batch anyway.
 ///
 /// Connections are not pinged before each use (`test_before_acquire(false)`): that ping is a
-/// round trip per statement, and a connection that did die fails its statement, which retries the
-/// job through the queue.
+/// round trip per statement, and a connection that did die fails its statement (a check
+/// write-back then retries once on a new connection).
 ///
 /// # Errors
 ///
 /// If the URL is invalid or the first connection fails.
-pub async fn connect_handler_pool(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
-    let options: PgConnectOptions = url.parse()?;
+pub async fn connect_handler_pool(url: &str) -> Result<PgPool, sqlx::Error> {
+    let options = connect_options(url)?;
     PgPoolOptions::new()
-        .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(10))
+        .max_connections(WORKER_HANDLER_CONNECTIONS)
+        .acquire_timeout(Duration::from_secs(30))
         .test_before_acquire(false)
         // Not `tuned`: these statements touch rows by primary key (one, or a batch of them), so a
         // generic plan is as good as a custom one and the default plan cache saves replanning.

@@ -34,6 +34,15 @@ use uuid::Uuid;
 use super::{ClaimedJob, Completion, NOTIFY_CHANNEL, QueueError, ack, claim, maintenance, registry};
 use crate::config::QueueSettings;
 
+/// Session settings the engine's pool should carry, for the claim. On a table without statistics
+/// (fresh, or just bulk-loaded) the planner otherwise guesses few queued rows and sorts *all* of
+/// them (50 ms at 50,000 jobs) instead of walking `queue_jobs_ready_idx` in order (0.1 ms); and
+/// pairing a claim's candidates with their group's free slots as a merge join on the group alone
+/// compares every candidate of a group with every free slot (65,000 comparisons for 256 jobs of
+/// one host), where the hash join on (group, rank) does not. Harmless for the engine's other
+/// statements, which all find their rows by key.
+pub const CLAIM_SESSION_OPTIONS: [(&str, &str); 2] = [("enable_bitmapscan", "off"), ("enable_mergejoin", "off")];
+
 /// `application_name` of the listener connection (operators and tests find it by this name).
 pub const LISTENER_APPLICATION_NAME: &str = "linkpulse-listener";
 
@@ -73,9 +82,9 @@ impl EngineConfig {
 /// Shared state between the engine's tasks and the apalis backend.
 #[derive(Debug)]
 struct Inner {
+    /// Claims, acknowledgements, heartbeats and maintenance: one connection is enough (see
+    /// [`CLAIM_SESSION_OPTIONS`] and `docs/queue.md`, "Connection footprint").
     pool: PgPool,
-    /// One connection for claims (see [`Engine::start`]).
-    claim_pool: PgPool,
     /// The current worker identity: the owner of new leases. A new one replaces it when a rescue
     /// deleted this worker's row ([`rebirth`]); leases of a retired identity are never renewed.
     id: Mutex<Uuid>,
@@ -115,6 +124,11 @@ pub struct Engine {
 impl Engine {
     /// Registers a new worker identity and starts the engine's tasks on the current runtime.
     ///
+    /// `pool` carries every statement of the engine: claims, acknowledgements, heartbeats and
+    /// maintenance share it, overlapped with the handlers' work, so a pool of **one** connection
+    /// serves any concurrency (plus the `LISTEN` connection the engine opens itself). Give its
+    /// connections [`CLAIM_SESSION_OPTIONS`].
+    ///
     /// # Errors
     ///
     /// [`QueueError::Database`] if the worker cannot be registered.
@@ -122,21 +136,7 @@ impl Engine {
         let id = Uuid::new_v4();
         registry::register(&pool, id, &config.name).await?;
         let (acks, ack_rx) = mpsc::unbounded_channel();
-        // The fetcher claims on a connection of its own: never queued behind handlers waiting for
-        // the shared pool, and with bitmap scans off. On a table without statistics (fresh, or
-        // just bulk-loaded) the planner otherwise guesses few queued rows and sorts *all* of them
-        // (50 ms at 50,000 jobs) instead of walking queue_jobs_ready_idx in order (0.1 ms).
-        // Merge joins off too: pairing a claim's candidates with their group's free slots as a
-        // merge join on the group alone compares every candidate of a group with every free slot
-        // (65,000 comparisons for 256 jobs of one host); the hash join on (group, rank) does not.
-        let claim_options = pool
-            .connect_options()
-            .as_ref()
-            .clone()
-            .options([("enable_bitmapscan", "off"), ("enable_mergejoin", "off")]);
-        let claim_pool = PgPoolOptions::new().max_connections(1).connect_lazy_with(claim_options);
         let inner = Arc::new(Inner {
-            claim_pool,
             pool,
             id: Mutex::new(id),
             healthy_since: Mutex::new(None),
@@ -368,7 +368,7 @@ async fn fetch(inner: Arc<Inner>) {
         }
         let owner = inner.current_id();
         let claimed = claim::claim_batch(
-            &inner.claim_pool,
+            &inner.pool,
             owner,
             &kinds,
             room.min(MAX_CLAIM_BATCH),

@@ -238,10 +238,11 @@ pub struct RequeueReport {
     pub skipped: u64,
 }
 
-/// `job_requeue_finished`: moves matching finished jobs back to `queued`, attempts reset, errors
-/// kept as history, the latest attempt's result cleared. Of several matches with one dedupe key only the newest is requeued, and none
-/// whose key already has an unfinished job, so the dedupe index holds. Locks the requeued rows.
-const JOB_REQUEUE_FINISHED: &str = r#"
+/// `job_requeue_candidates`: the finished jobs a requeue moves, read without locking anything.
+/// Of several matches with one dedupe key only the newest, and none whose key already has an
+/// unfinished job, so the dedupe index holds (keyless jobs each stand alone). Returns their ids in
+/// ascending order and the number of matches.
+const JOB_REQUEUE_CANDIDATES: &str = r#"
 WITH matching AS (
     SELECT id, kind, dedupe_key FROM queue_jobs
     WHERE state = $1
@@ -249,7 +250,6 @@ WITH matching AS (
       AND ($3::text IS NULL OR dedupe_key = $3)
       AND ($4::float8 IS NULL OR finished_at < now() - make_interval(secs => $4))
       AND ($5::int8 IS NULL OR id = $5)
-    FOR UPDATE SKIP LOCKED
 ),
 chosen AS (
     -- keyless jobs each form their own partition (the id), keyed ones one per key
@@ -259,55 +259,146 @@ chosen AS (
        OR NOT EXISTS (SELECT 1 FROM queue_jobs o
                       WHERE o.kind = m.kind AND o.dedupe_key = m.dedupe_key AND o.state IN ('queued', 'running'))
     ORDER BY kind, dedupe_key IS NULL, coalesce(dedupe_key, id::text), id DESC
-),
-requeued AS (
-    UPDATE queue_jobs j
-    SET state = 'queued', attempts = 0, run_at = now(), finished_at = NULL, lease_owner = NULL,
-        result_class = NULL, status_code = NULL, result_detail = NULL, duration_ms = NULL
-    FROM chosen WHERE j.id = chosen.id
-    RETURNING j.id
 )
-SELECT (SELECT count(*) FROM requeued), (SELECT count(*) FROM matching)
+SELECT coalesce((SELECT array_agg(id ORDER BY id) FROM chosen), '{}'::int8[]), (SELECT count(*) FROM matching)
 "#;
+
+/// `job_requeue_finished`: moves the finished jobs `$1` back to `queued`, attempts reset, errors
+/// kept as history, the latest attempt's result cleared — each only if it is still in state `$2`
+/// and no unfinished job has taken its dedupe key meanwhile. Locks those rows and, once updated,
+/// their keys.
+const JOB_REQUEUE_FINISHED: &str = r#"
+UPDATE queue_jobs j
+SET state = 'queued', attempts = 0, run_at = now(), finished_at = NULL, lease_owner = NULL, lease_token = NULL,
+    run_id = gen_random_uuid(), result_class = NULL, status_code = NULL, result_detail = NULL, duration_ms = NULL
+WHERE j.id = ANY($1) AND j.state = $2
+  AND (j.dedupe_key IS NULL
+       OR NOT EXISTS (SELECT 1 FROM queue_jobs o
+                      WHERE o.kind = j.kind AND o.dedupe_key = j.dedupe_key AND o.state IN ('queued', 'running')))
+"#;
+
+/// `job_requeue_bound_waits`: bounds the rest of this transaction below the server's
+/// `deadlock_timeout`: each statement to half of it, each lock wait to `$1` ms (at most a quarter
+/// of it). See [`requeue`] for why.
+const JOB_REQUEUE_BOUND_WAITS: &str = r#"
+SELECT set_config('statement_timeout', greatest(1, s.setting::int / 2)::text, true),
+       set_config('lock_timeout', greatest(1, least($1, s.setting::int / 4))::text, true)
+FROM pg_settings s WHERE s.name = 'deadlock_timeout'
+"#;
+
+/// Jobs requeued by one statement of the fast path: about 15 ms of work, far inside any
+/// `deadlock_timeout`.
+const REQUEUE_CHUNK: usize = 1000;
+/// Longest a fast-path statement waits for one lock (a key a cycle is inserting) before it hands
+/// its chunk to the one-job-at-a-time path.
+const REQUEUE_LOCK_WAIT_MS: i32 = 50;
+/// Times one job's requeue is retried after a deadlock or serialization failure (SQLSTATE
+/// `40P01`, `40001`). With one key per statement neither is expected; both are transient by
+/// definition, so an operator's requeue does not fail on one.
+const REQUEUE_RETRIES: u32 = 3;
 
 /// Requeues finished jobs in `state` (`failed` or `done`) matching `filter`.
 ///
+/// Requeue writes dedupe keys like the producer's cycle and `insert_many` do, and one statement
+/// requeueing many jobs could deadlock with a cycle (each holding keys the other wanted; PostgreSQL
+/// then aborted the cycle). So: chunks of [`REQUEUE_CHUNK`] jobs, each one statement in its own
+/// transaction whose statements end within half the server's `deadlock_timeout` and whose lock
+/// waits end within [`REQUEUE_LOCK_WAIT_MS`]. Whoever waits for such a chunk therefore stops
+/// waiting before its deadlock check runs, and the chunk never waits long enough to run its own:
+/// a mutual wait ends with the chunk's timeout, never with an aborted cycle. A chunk that timed
+/// out or met a concurrent insert of one of its keys is then requeued one job per statement,
+/// which holds at most one key and so cannot take part in a deadlock at all, whatever order the
+/// other writers use. Chunks already committed stay requeued if a later one fails.
+///
 /// # Errors
 ///
-/// [`QueueError::NotFinished`] for `queued`/`running`; [`QueueError::Database`] if the statement
-/// fails (after one retry of a dedupe conflict with a concurrent insert).
+/// [`QueueError::NotFinished`] for `queued`/`running`; [`QueueError::Database`] if a statement
+/// fails.
 pub async fn requeue(pool: &PgPool, state: JobState, filter: &JobFilter) -> Result<RequeueReport, QueueError> {
     if !matches!(state, JobState::Failed | JobState::Done) {
         return Err(QueueError::NotFinished(state));
     }
-    let mut tries = 0;
+    let (ids, matched): (Vec<i64>, i64) = sqlx::query_as(JOB_REQUEUE_CANDIDATES)
+        .bind(state.as_str())
+        .bind(filter.kind.as_deref())
+        .bind(filter.dedupe_key.as_deref())
+        .bind(filter.older_than.map(|d| d.as_secs_f64()))
+        .bind(filter.id)
+        .fetch_one(pool)
+        .await?;
+    let mut requeued = 0_u64;
+    if !ids.is_empty() {
+        let mut conn = pool.acquire().await?;
+        for chunk in ids.chunks(REQUEUE_CHUNK) {
+            requeued += match requeue_chunk(&mut conn, chunk, state).await {
+                Ok(moved) => moved,
+                Err(sqlx::Error::Database(e)) if is_contention(e.code().as_deref()) => {
+                    let mut moved = 0;
+                    for &id in chunk {
+                        moved += requeue_one(&mut conn, id, state).await?;
+                    }
+                    moved
+                }
+                Err(e) => return Err(e.into()),
+            };
+        }
+        if requeued > 0 {
+            let _ = sqlx::query("SELECT pg_notify($1, '')")
+                .bind(super::NOTIFY_CHANNEL)
+                .execute(&mut *conn)
+                .await;
+        }
+    }
+    Ok(RequeueReport {
+        requeued,
+        skipped: u64::try_from(matched).unwrap_or(0).saturating_sub(requeued),
+    })
+}
+
+/// Whether a fast-path chunk failed only because of a concurrent writer: a lock wait or the
+/// statement ran out of time (`55P03`, `57014`), a deadlock or serialization failure (`40P01`,
+/// `40001`), or an enqueue committed one of its keys first (`23505`).
+fn is_contention(code: Option<&str>) -> bool {
+    matches!(code, Some("55P03" | "57014" | "40P01" | "40001" | "23505"))
+}
+
+/// The fast path: `ids` in one statement, with its waits bounded.
+async fn requeue_chunk(conn: &mut sqlx::PgConnection, ids: &[i64], state: JobState) -> Result<u64, sqlx::Error> {
+    let mut tx = sqlx::Connection::begin(conn).await?;
+    sqlx::query(JOB_REQUEUE_BOUND_WAITS)
+        .bind(REQUEUE_LOCK_WAIT_MS)
+        .execute(&mut *tx)
+        .await?;
+    let moved = sqlx::query(JOB_REQUEUE_FINISHED)
+        .bind(ids)
+        .bind(state.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    tx.commit().await?;
+    Ok(moved)
+}
+
+/// The safe path: job `id` alone, in its own transaction; returns 1 if it moved, 0 if it was no
+/// longer finished in `state` or its key was taken.
+async fn requeue_one(conn: &mut sqlx::PgConnection, id: i64, state: JobState) -> Result<u64, sqlx::Error> {
+    let mut retries = 0;
     loop {
-        let result: Result<(i64, i64), sqlx::Error> = sqlx::query_as(JOB_REQUEUE_FINISHED)
+        let result = sqlx::query(JOB_REQUEUE_FINISHED)
+            .bind([id].as_slice())
             .bind(state.as_str())
-            .bind(filter.kind.as_deref())
-            .bind(filter.dedupe_key.as_deref())
-            .bind(filter.older_than.map(|d| d.as_secs_f64()))
-            .bind(filter.id)
-            .fetch_one(pool)
+            .execute(&mut *conn)
             .await;
         match result {
-            Ok((requeued, matched)) => {
-                if requeued > 0 {
-                    let _ = sqlx::query("SELECT pg_notify($1, '')")
-                        .bind(super::NOTIFY_CHANNEL)
-                        .execute(pool)
-                        .await;
-                }
-                let requeued = u64::try_from(requeued).unwrap_or(0);
-                let matched = u64::try_from(matched).unwrap_or(0);
-                return Ok(RequeueReport {
-                    requeued,
-                    skipped: matched.saturating_sub(requeued),
-                });
-            }
-            // A producer inserted the same key between our check and our update: try once more.
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") && tries == 0 => tries += 1,
-            Err(e) => return Err(e.into()),
+            Ok(done) => return Ok(done.rows_affected()),
+            Err(sqlx::Error::Database(e)) => match e.code().as_deref() {
+                // An enqueue committed the same key after our check: that job runs, this one
+                // stays finished and counts as skipped.
+                Some("23505") => return Ok(0),
+                Some("40P01" | "40001") if retries < REQUEUE_RETRIES => retries += 1,
+                _ => return Err(sqlx::Error::Database(e)),
+            },
+            Err(e) => return Err(e),
         }
     }
 }
@@ -319,5 +410,6 @@ pub async fn requeue(pool: &PgPool, state: JobState, filter: &JobFilter) -> Resu
 ///
 /// [`QueueError::Database`] if a statement fails; batches already deleted stay deleted.
 pub async fn prune(pool: &PgPool, older_than: Duration) -> Result<u64, QueueError> {
-    super::maintenance::prune_finished(pool, older_than, older_than, 5000, usize::MAX).await
+    let mut conn = pool.acquire().await?;
+    super::maintenance::prune_finished(&mut conn, older_than, older_than, 5000, usize::MAX).await
 }

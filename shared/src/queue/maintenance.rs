@@ -9,6 +9,18 @@ use super::{QueueError, RetryPolicy};
 /// Advisory lock key electing the worker that runs maintenance ("lpmaint" in ASCII).
 pub const MAINTENANCE_LOCK_KEY: i64 = 0x006c_706d_6169_6e74;
 
+/// Longest the maintenance lock's transaction may sit idle before the server ends its session
+/// (`idle_in_transaction_session_timeout`). The pass's statements run in that transaction, so it
+/// is idle only between them; the timeout bounds how long the lock outlives a holder whose node
+/// vanished mid-pass behind something that keeps its TCP connection up, where keepalives see
+/// nothing: another worker's pass runs at most this plus one period later.
+pub const MAINTENANCE_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `maintenance_lock_try`: bounds this transaction's idle time (`SET LOCAL`, `$2`), then tries
+/// the transaction-level maintenance lock `$1` without waiting.
+const MAINTENANCE_LOCK_TRY: &str =
+    "SELECT set_config('idle_in_transaction_session_timeout', $2, true), pg_try_advisory_xact_lock($1)";
+
 /// `job_rescue_lost`.
 ///
 /// Deletes the rows of workers silent for longer than `$1` seconds, then takes back every running
@@ -32,6 +44,7 @@ SET state = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'queued' E
                       $2[least(greatest(j.attempts, 1), array_length($2, 1))] * (0.5 + random() / 2))
              END,
     lease_owner = NULL,
+    lease_token = NULL,
     errors = j.errors || jsonb_build_array(jsonb_build_object(
         'attempt', j.attempts, 'at', now(), 'kind', 'lost',
         'error', 'worker ' || j.lease_owner::text || ' stopped heartbeating')),
@@ -67,7 +80,11 @@ WHERE id IN (
 /// # Errors
 ///
 /// [`QueueError::Database`] if the statement fails.
-pub async fn rescue_lost(pool: &PgPool, rescue_after: Duration, policy: &RetryPolicy) -> Result<u64, QueueError> {
+pub async fn rescue_lost<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
+    rescue_after: Duration,
+    policy: &RetryPolicy,
+) -> Result<u64, QueueError> {
     let result = sqlx::query(JOB_RESCUE_LOST)
         .bind(rescue_after.as_secs_f64())
         .bind(
@@ -75,7 +92,7 @@ pub async fn rescue_lost(pool: &PgPool, rescue_after: Duration, policy: &RetryPo
                 .map(|attempt| policy.ceiling(attempt).min(super::ack::MAX_SNOOZE).as_secs_f64())
                 .collect::<Vec<_>>(),
         )
-        .execute(pool)
+        .execute(executor)
         .await?;
     Ok(result.rows_affected())
 }
@@ -87,7 +104,7 @@ pub async fn rescue_lost(pool: &PgPool, rescue_after: Duration, policy: &RetryPo
 ///
 /// [`QueueError::Database`] if a statement fails; batches already deleted stay deleted.
 pub async fn prune_finished(
-    pool: &PgPool,
+    conn: &mut sqlx::PgConnection,
     retain_done: Duration,
     retain_failed: Duration,
     batch: i64,
@@ -100,7 +117,7 @@ pub async fn prune_finished(
                 .bind(state)
                 .bind(retain.as_secs_f64())
                 .bind(batch)
-                .execute(pool)
+                .execute(&mut *conn)
                 .await?
                 .rows_affected();
             total += deleted;
@@ -116,7 +133,8 @@ pub async fn prune_finished(
 /// Returns `None` when another worker holds the maintenance lock.
 ///
 /// The lock is a transaction-level advisory lock taken with `pg_try_advisory_xact_lock` on a
-/// connection held for the pass, so it can never outlive a crashed worker.
+/// connection held for the pass, so it can never outlive a crashed worker, nor (through
+/// [`MAINTENANCE_IDLE_TIMEOUT`]) a worker whose node vanished mid-pass.
 ///
 /// # Errors
 ///
@@ -129,17 +147,20 @@ pub async fn run_once(
     retain_failed: Duration,
 ) -> Result<Option<(u64, u64)>, QueueError> {
     let mut tx = pool.begin().await?;
-    let (elected,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_xact_lock($1)")
+    let (_, elected): (String, bool) = sqlx::query_as(MAINTENANCE_LOCK_TRY)
         .bind(MAINTENANCE_LOCK_KEY)
+        .bind(format!("{}ms", MAINTENANCE_IDLE_TIMEOUT.as_millis()))
         .fetch_one(&mut *tx)
         .await?;
     if !elected {
         return Ok(None);
     }
-    // The statements run on the pool, outside the lock-holding transaction, so each batch commits
-    // on its own and a long prune never holds row locks for the whole pass.
-    let rescued = rescue_lost(pool, rescue_after, policy).await?;
-    let pruned = prune_finished(pool, retain_done, retain_failed, 1000, 10).await?;
+    // The statements run inside the lock's transaction, on its one connection: a worker's engine
+    // has a single connection (the footprint rule of docs/queue.md), and a second one just for
+    // maintenance would cost every replica a connection. The price is that the pass's row locks
+    // (a rescue, at most 20 prune batches of 1,000) are held until it commits.
+    let rescued = rescue_lost(&mut *tx, rescue_after, policy).await?;
+    let pruned = prune_finished(&mut tx, retain_done, retain_failed, 1000, 10).await?;
     tx.commit().await?;
     Ok(Some((rescued, pruned)))
 }

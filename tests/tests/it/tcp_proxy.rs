@@ -61,11 +61,6 @@ impl TcpProxy {
         Self { addr, mode, accept }
     }
 
-    /// Where clients connect.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// `url` (a PostgreSQL URL on 127.0.0.1:5432 or any port) pointed at this proxy.
     pub fn url_through(&self, url: &str) -> String {
         let mut parsed = url::Url::parse(url).expect("database url");
