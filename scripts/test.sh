@@ -6,3 +6,6 @@ cd "$(dirname "$0")/.."
 export DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 scripts/ensure-postgres.sh
 cargo test --workspace --locked "$@"
+# Tests that need most of the server's connections (dozens of worker processes) run alone, after
+# the rest: they are #[ignore]d in the parallel run above.
+cargo test -p integration-tests --test it --locked "$@" -- --ignored --test-threads=1

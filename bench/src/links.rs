@@ -141,7 +141,7 @@ pub async fn measure(pool: &PgPool, scratch_url: &str, file: &Path, settings: Li
 
 /// The `worker` binary next to the bench's own executable (both are built into the same
 /// `target/<profile>/`), unless `WORKER_BIN` names another.
-fn worker_binary() -> anyhow::Result<PathBuf> {
+pub(crate) fn worker_binary() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("WORKER_BIN") {
         return Ok(PathBuf::from(path));
     }
@@ -156,7 +156,7 @@ fn worker_binary() -> anyhow::Result<PathBuf> {
 }
 
 /// Fails before anything is measured when the server cannot give the workers their pools: a
-/// worker opens up to [`worker_connections`] connections, and a connection refused with "too many clients" fails the job that asked for it — with one
+/// worker opens [`worker_connections`] connections, and a connection refused with "too many clients" fails the job that asked for it — with one
 /// attempt per job, the link then stays unchecked and the run measures an error path.
 async fn ensure_connections(pool: &PgPool, settings: LinksSettings) -> anyhow::Result<()> {
     const FREE: &str = "SELECT current_setting('max_connections')::int \
@@ -169,7 +169,7 @@ async fn ensure_connections(pool: &PgPool, settings: LinksSettings) -> anyhow::R
     let needed: usize = settings
         .per_worker()
         .iter()
-        .map(|&c| usize::try_from(worker_connections(c)).unwrap_or(usize::MAX))
+        .map(|_| usize::try_from(worker_connections()).unwrap_or(usize::MAX))
         .sum();
     ensure!(
         usize::try_from(free).unwrap_or_default() >= needed,
@@ -179,14 +179,19 @@ async fn ensure_connections(pool: &PgPool, settings: LinksSettings) -> anyhow::R
     Ok(())
 }
 
-/// Fails when a job ended `failed`: with one attempt per job that is an error of the worker's own
-/// (a database write that failed), not a verdict, and the run would not compare like with like.
+/// Fails when a job ended `failed` for another reason than its verdict: with one attempt per job
+/// that is an error of the worker's own (a database write that failed), not a verdict, and the
+/// run would not compare like with like.
 async fn ensure_none_failed(pool: &PgPool) -> anyhow::Result<()> {
-    let (failed, example): (i64, Option<String>) =
-        sqlx::query_as("SELECT count(*), min(errors -> -1 ->> 'error') FROM queue_jobs WHERE state = 'failed'")
-            .fetch_one(pool)
-            .await
-            .context("counting failed jobs")?;
+    // A check whose only attempt got no answer (a 500, a timeout) ends failed with class
+    // `transient`: that is its verdict, as lychee reports it. Anything else failed is an error.
+    let (failed, example): (i64, Option<String>) = sqlx::query_as(
+        "SELECT count(*), min(errors -> -1 ->> 'error') FROM queue_jobs \
+         WHERE state = 'failed' AND result_class IS DISTINCT FROM 'transient'",
+    )
+    .fetch_one(pool)
+    .await
+    .context("counting failed jobs")?;
     ensure!(
         failed == 0,
         "{failed} jobs failed; one error: {}",
@@ -196,7 +201,7 @@ async fn ensure_none_failed(pool: &PgPool) -> anyhow::Result<()> {
 }
 
 /// Imports `file` with the producer's own `links import`; returns how many links were saved.
-async fn import(pool: &PgPool, file: &Path) -> anyhow::Result<u64> {
+pub(crate) async fn import(pool: &PgPool, file: &Path) -> anyhow::Result<u64> {
     let opened = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     let mut reader = BufReader::new(opened);
     let mut out = Vec::new();
@@ -226,7 +231,7 @@ async fn import(pool: &PgPool, file: &Path) -> anyhow::Result<u64> {
 /// Producer settings of the run: every link due now, all of them in one cycle, checks only, one
 /// attempt per job. The worker-side settings are the same, passed as environment variables in
 /// [`spawn_workers`]; the ones set here document the run and keep the two in step.
-fn producer_settings(scratch_url: &str, settings: LinksSettings, urls: u64) -> Settings {
+pub(crate) fn producer_settings(scratch_url: &str, settings: LinksSettings, urls: u64) -> Settings {
     let mut producer = Settings::defaults(scratch_url);
     producer.check_after = Duration::ZERO;
     producer.refresh_enabled = false;
@@ -241,7 +246,7 @@ fn producer_settings(scratch_url: &str, settings: LinksSettings, urls: u64) -> S
 /// Starts the worker processes with the production binary's own configuration path
 /// (environment and `--concurrency`). Their stderr (logs) goes to the bench's stderr, or is
 /// appended to `WORKER_LOG` when set.
-fn spawn_workers(bin: &Path, scratch_url: &str, settings: LinksSettings) -> anyhow::Result<Vec<Child>> {
+pub(crate) fn spawn_workers(bin: &Path, scratch_url: &str, settings: LinksSettings) -> anyhow::Result<Vec<Child>> {
     let log = std::env::var_os("WORKER_LOG");
     let host_concurrency = settings.host_concurrency.to_string();
     settings
@@ -283,7 +288,7 @@ fn spawn_workers(bin: &Path, scratch_url: &str, settings: LinksSettings) -> anyh
 
 /// Waits until no job is queued or running; returns the time since `started`. Fails at once if a
 /// worker exits on its own, and after a generous deadline.
-async fn wait_until_drained(
+pub(crate) async fn wait_until_drained(
     pool: &PgPool,
     workers: &mut [Child],
     urls: u64,
@@ -327,7 +332,7 @@ async fn wait_until_drained(
 
 /// SIGTERMs every worker (the production shutdown path) and waits for them, so the kernel has
 /// accounted their whole life in the bench's children usage.
-async fn stop_workers(workers: &mut [Child]) -> anyhow::Result<()> {
+pub(crate) async fn stop_workers(workers: &mut [Child]) -> anyhow::Result<()> {
     for worker in workers.iter() {
         if let Some(pid) = worker.id() {
             let pid = Pid::from_raw(i32::try_from(pid).context("worker pid")?);

@@ -12,6 +12,7 @@ mod links;
 mod noop;
 mod phases;
 mod report;
+mod scale;
 mod scratch;
 mod settings;
 mod site;
@@ -81,6 +82,15 @@ enum Command {
         #[arg(value_name = "DATABASE_URL")]
         database_url: String,
     },
+    /// Runs WORKERS worker processes (default 24) at CONC checks each (default 16) against one
+    /// server in a scratch database: drains N links (default 20,000) for jobs/s, then trickles
+    /// TRICKLE more (default 200) into the idle pool for the enqueue-to-start p50/p95/max; counts
+    /// the workers' connections throughout (peak vs 3 per worker). One JSON line.
+    Scale {
+        /// Any database on the server; only used to create and drop the scratch database.
+        #[arg(value_name = "DATABASE_URL")]
+        database_url: String,
+    },
     /// Serves the test site on 127.0.0.1:PORT (80 % 200, 5 % each 404, 500, slow 200, 302) and
     /// writes the list of its URLs, until SIGTERM or SIGINT.
     Site {
@@ -124,6 +134,7 @@ async fn main() -> anyhow::Result<()> {
             );
             run_links(&database_url, &file, settings).await
         }
+        Command::Scale { database_url } => run_scale(&database_url).await,
         Command::Site { port, urls, count } => site::serve(port, &urls, count).await,
     }
 }
@@ -187,6 +198,16 @@ async fn run_cycle(database_url: &str, settings: &CycleSettings) -> anyhow::Resu
 }
 
 /// The `links` command: one scratch database, one JSON line.
+async fn run_scale(database_url: &str) -> anyhow::Result<()> {
+    let scratch_url = scratch::scratch_url(database_url)?;
+    let line = scratch::with_scratch_database(database_url, scale::SCALE_CONNECTIONS, |pool| async move {
+        scale::measure(&pool, &scratch_url).await
+    })
+    .await
+    .context("scale run")?;
+    report::emit(&line)
+}
+
 async fn run_links(database_url: &str, file: &Path, settings: LinksSettings) -> anyhow::Result<()> {
     let scratch_url = scratch::scratch_url(database_url)?;
     let line = scratch::with_scratch_database(database_url, links::LINKS_CONNECTIONS, |pool| async move {

@@ -60,7 +60,7 @@ impl Kind {
 }
 
 /// The `i`-th URL of the list served on `port`.
-fn url(port: u16, i: usize) -> String {
+pub(crate) fn url(port: u16, i: usize) -> String {
     format!("http://127.0.0.1:{port}/{}/{i}", Kind::of(i).path())
 }
 
@@ -82,7 +82,7 @@ pub fn write_urls(path: &Path, port: u16, count: usize) -> anyhow::Result<()> {
 }
 
 /// The site's routes. `GET` routes answer `HEAD` too (axum drops the body), as real servers do.
-fn router() -> Router {
+pub(crate) fn router() -> Router {
     Router::new()
         .route("/ok/{id}", get(ok))
         .route("/missing/{id}", get(missing))

@@ -38,7 +38,17 @@ impl RunningWorker {
             name: name.to_owned(),
             queue: QueueSettings::default(),
         };
-        let engine = Engine::start(pool.clone(), config.clone())
+        // The engine's own one-connection pool, as a worker process has it
+        // (`linkpulse_shared::db::connect_engine`).
+        let engine_pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(linkpulse_shared::db::WORKER_ENGINE_CONNECTIONS)
+            .connect_with(
+                linkpulse_shared::db::tuned(pool.connect_options().as_ref().clone())
+                    .options(linkpulse_shared::queue::engine::CLAIM_SESSION_OPTIONS),
+            )
+            .await
+            .context("connecting the queue engine")?;
+        let engine = Engine::start(engine_pool, config.clone())
             .await
             .context("starting the queue engine")?;
         let backend = PgBackend::<Noop>::new(engine.clone(), config);

@@ -497,14 +497,22 @@ impl ServiceProcess {
         Self { child, lines }
     }
 
-    /// SIGTERM, wait for the exit, then check the logs it wrote for secrets.
+    /// SIGTERM (the process must still be running: it never exits on its own), wait for a clean
+    /// exit, then check the logs it wrote for secrets.
     pub(crate) async fn stop(mut self) {
+        let early = self.child.try_wait().expect("try_wait");
+        assert!(
+            early.is_none(),
+            "the process exited on its own ({early:?}):\n{}",
+            self.logs()
+        );
         let pid = nix::unistd::Pid::from_raw(self.pid());
         nix::sys::signal::kill(pid, Signal::SIGTERM).expect("sigterm");
-        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+        let status = tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
             .expect("exited in time")
             .expect("wait");
+        assert!(status.success(), "exit after SIGTERM: {status}:\n{}", self.logs());
         let lines = self.lines.clone();
         wait_for(Duration::from_secs(5), "the log pipe to close", || async {
             (Arc::strong_count(&lines) == 2).then_some(())

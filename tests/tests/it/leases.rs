@@ -64,7 +64,7 @@ async fn a_replayed_ack_after_a_snooze_and_a_reclaim_by_the_same_worker_changes_
         },
     );
     assert_eq!(
-        ack::complete_many(&pool, &[snooze.clone()], &policy)
+        ack::complete_many(&pool, std::slice::from_ref(&snooze), &policy)
             .await
             .expect("ack"),
         1

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, one module per area, a fresh database per test.
 
 mod admin;
+mod admin_surface;
 mod app;
 mod audit;
 mod checks;
@@ -8,13 +9,28 @@ mod cooldowns;
 mod dashboard;
 mod deploy;
 mod helpers;
+mod host_politeness;
+mod hostile;
+mod leader_failover;
+mod leases;
 mod otlp_receiver;
+mod outage;
 mod pipeline;
 mod pipeline_process;
+mod producer_fairness;
+mod producer_loop;
 mod queue_claim;
 mod queue_cluster;
 mod queue_dedupe;
+mod queue_maintenance;
 mod queue_retry;
+mod queue_shutdown;
 mod queue_wakeup;
+mod refresh_conditional;
+mod requeue;
+mod requeue_deadlock;
+mod scale;
+mod tcp_proxy;
 mod tracing;
+mod worker_start;
 mod write_back;
