@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use apalis::prelude::Data;
+use linkpulse_queue::{DecodeError, JobArgs, NewJob};
 use linkpulse_shared::config::DEFAULT_MAX_ATTEMPTS;
-use linkpulse_shared::queue::{DecodeError, JobArgs, NewJob};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 

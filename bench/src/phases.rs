@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
-use linkpulse_shared::queue::engine::LISTENER_APPLICATION_NAME;
-use linkpulse_shared::queue::inspect::stats;
-use linkpulse_shared::queue::{NewJob, Queue, insert_many};
+use linkpulse_queue::engine::LISTENER_APPLICATION_NAME;
+use linkpulse_queue::inspect::stats;
+use linkpulse_queue::{NewJob, Queue, insert_many};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 

@@ -162,7 +162,7 @@ async fn trickle_phase(
     for i in 0..count {
         let url = format!("http://127.0.0.1:{port}/ok/trickle{i}");
         let link = linkpulse_shared::link_url::parse_link(&url).context("trickle URL")?;
-        linkpulse_shared::db::links::insert_many(pool, &[link])
+        linkpulse_shared::db::links::insert_many(pool, &[producer::commands::links::new_link(link)])
             .await
             .context("adding a trickled link")?;
         run_cycle(pool, settings).await.context("trickle cycle")?;

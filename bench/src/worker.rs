@@ -8,8 +8,8 @@ use anyhow::Context as _;
 use apalis::prelude::*;
 use futures::FutureExt as _;
 use futures::future::BoxFuture;
+use linkpulse_queue::{Engine, EngineConfig, JobArgs, PgBackend};
 use linkpulse_shared::config::{DEFAULT_SHUTDOWN_GRACE, QueueSettings};
-use linkpulse_shared::queue::{Engine, EngineConfig, JobArgs, PgBackend};
 use linkpulse_shared::shutdown::{Drained, run_until_drained};
 use sqlx::PgPool;
 use tokio::task::JoinHandle;
@@ -44,7 +44,7 @@ impl RunningWorker {
             .max_connections(linkpulse_shared::db::WORKER_ENGINE_CONNECTIONS)
             .connect_with(
                 linkpulse_shared::db::tuned(pool.connect_options().as_ref().clone())
-                    .options(linkpulse_shared::queue::engine::CLAIM_SESSION_OPTIONS),
+                    .options(linkpulse_queue::engine::CLAIM_SESSION_OPTIONS),
             )
             .await
             .context("connecting the queue engine")?;

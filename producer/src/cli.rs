@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use linkpulse_shared::queue::JobState;
+use linkpulse_queue::JobState;
 
 /// linkpulse producer: enqueues due checks and refreshes, and answers the operator.
 #[derive(Debug, Parser)]
@@ -172,8 +172,8 @@ impl From<sqlx::Error> for CliError {
     }
 }
 
-impl From<linkpulse_shared::queue::QueueError> for CliError {
-    fn from(e: linkpulse_shared::queue::QueueError) -> Self {
+impl From<linkpulse_queue::QueueError> for CliError {
+    fn from(e: linkpulse_queue::QueueError) -> Self {
         Self::Internal(anyhow::Error::new(e))
     }
 }

@@ -10,9 +10,9 @@
 use serde::Serialize;
 use sqlx::PgPool;
 
+use linkpulse_queue::{EnqueueSelect, QueueError};
 use linkpulse_shared::config::Settings;
 use linkpulse_shared::jobs::{CHECK, REFRESH};
-use linkpulse_shared::queue::NOTIFY_CHANNEL;
 use linkpulse_shared::telemetry;
 
 /// The enqueue statement for links whose `$column` is older than `now() - $1` (or null: never
@@ -28,9 +28,12 @@ use linkpulse_shared::telemetry;
 /// 3. `due`: the limit, taken round-robin by host (each host's oldest first, then each host's
 ///    second, …), so one host's backlog cannot crowd out the rest of a cycle.
 ///
-/// Inserted in id order so concurrent cycles wait on each other's keys in one order. `$5` is the
-/// W3C trace context of the `job.enqueue` span, the same for every job of the statement: each
-/// job's `job.run` span becomes its child, in the cycle's trace.
+/// The queue inserts what it returns ([`linkpulse_queue::insert_select`]): the conflict rule, the
+/// insert order (concurrent cycles wait on each other's keys in one order) and the wake-up are
+/// its own. The job key and payload come from `jobs.rs`, where their Rust forms live. Every job
+/// carries the W3C trace context of the `job.enqueue` span, so each job's `job.run` span becomes
+/// its child, in the cycle's trace. The `'link:' || l.id` in the skip is the same key (it must
+/// match `queue_jobs_dedupe_idx`, so it is spelled over the `l.` alias).
 macro_rules! link_enqueue_due {
     ($column:literal) => {
         concat!(
@@ -38,7 +41,7 @@ macro_rules! link_enqueue_due {
     SELECT group_key FROM queue_jobs
     WHERE state = 'queued' AND kind = $3 AND group_key IS NOT NULL
     GROUP BY group_key
-    HAVING count(*) >= $6
+    HAVING count(*) >= $4
 ),
 candidates AS (
     SELECT l.id, l.url, l.host, coalesce(l.",
@@ -66,20 +69,19 @@ due AS (
     ) ranked
     ORDER BY host_rank, due_at, id
     LIMIT $2
-),
-inserted AS (
-    INSERT INTO queue_jobs (kind, dedupe_key, group_key, payload, max_attempts, trace_context)
-    SELECT $3, 'link:' || id, host, jsonb_build_object('link_id', id, 'url', url), $4, $5::jsonb
-    FROM due
-    ORDER BY id
-    ON CONFLICT (kind, dedupe_key) WHERE state IN ('queued', 'running') AND dedupe_key IS NOT NULL
-    DO NOTHING
-    RETURNING 1
 )
-SELECT (SELECT count(*) FROM due), (SELECT count(*) FROM inserted)"
+SELECT ",
+            linkpulse_shared::link_dedupe_key_sql!(),
+            " AS dedupe_key, host AS group_key, ",
+            linkpulse_shared::link_payload_sql!(),
+            " AS payload FROM due"
         )
     };
 }
+
+/// Bind parameters of the due selections: `$1` seconds since the last run, `$2` the limit,
+/// `$3` the kind, `$4` a host's share.
+const DUE_PARAMS: usize = 4;
 
 /// A host's share of waiting jobs of one kind: a quarter of the cycle limit (at least a few per
 /// allowed concurrent job). A host with that many queued gets no more until they drain.
@@ -130,18 +132,15 @@ pub struct CycleReport {
     skip_all,
     fields(enqueued.check, skipped.check, enqueued.refresh, skipped.refresh)
 )]
-pub async fn run_cycle(pool: &PgPool, settings: &Settings) -> Result<CycleReport, sqlx::Error> {
+pub async fn run_cycle(pool: &PgPool, settings: &Settings) -> Result<CycleReport, QueueError> {
     let result = cycle(pool, settings).await;
     if let Err(error) = &result {
-        telemetry::set_error(
-            &tracing::Span::current(),
-            &linkpulse_shared::queue::backend::error_chain(error),
-        );
+        telemetry::set_error(&tracing::Span::current(), &linkpulse_util::errors::error_chain(error));
     }
     result
 }
 
-async fn cycle(pool: &PgPool, settings: &Settings) -> Result<CycleReport, sqlx::Error> {
+async fn cycle(pool: &PgPool, settings: &Settings) -> Result<CycleReport, QueueError> {
     let mut report = CycleReport::default();
     if settings.check_enabled {
         report.check = enqueue_due(pool, LINK_ENQUEUE_DUE_CHECKS, CHECK, settings.check_after, settings).await?;
@@ -155,12 +154,6 @@ async fn cycle(pool: &PgPool, settings: &Settings) -> Result<CycleReport, sqlx::
             settings,
         )
         .await?;
-    }
-    if report.check.enqueued + report.refresh.enqueued > 0 {
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(NOTIFY_CHANNEL)
-            .execute(pool)
-            .await?;
     }
     let span = tracing::Span::current();
     span.record("enqueued.check", report.check.enqueued);
@@ -185,21 +178,26 @@ async fn enqueue_due(
     kind: &str,
     after: std::time::Duration,
     settings: &Settings,
-) -> Result<KindCycle, sqlx::Error> {
-    let result: Result<(i64, i64), sqlx::Error> = sqlx::query_as(statement)
-        .bind(after.as_secs_f64())
-        .bind(settings.cycle_limit)
-        .bind(kind)
-        .bind(settings.queue.max_attempts)
-        .bind(telemetry::current_trace_context())
-        .bind(host_share(settings))
-        .fetch_one(pool)
-        .await;
+) -> Result<KindCycle, QueueError> {
+    let spec = EnqueueSelect {
+        kind,
+        max_attempts: settings.queue.max_attempts,
+        trace_context: telemetry::current_trace_context(),
+        select: statement,
+        params: DUE_PARAMS,
+    };
+    let share = host_share(settings);
+    let limit = settings.cycle_limit;
+    let kind_param = kind.to_owned();
+    let result = linkpulse_queue::insert_select(pool, &spec, |query| {
+        query.bind(after.as_secs_f64()).bind(limit).bind(kind_param).bind(share)
+    })
+    .await;
     let span = tracing::Span::current();
     let (due, enqueued) = match result {
-        Ok(counts) => counts,
+        Ok(report) => (report.selected, report.inserted),
         Err(error) => {
-            telemetry::set_error(&span, &linkpulse_shared::queue::backend::error_chain(&error));
+            telemetry::set_error(&span, &linkpulse_util::errors::error_chain(&error));
             return Err(error);
         }
     };

@@ -269,7 +269,7 @@ pub async fn run(settings: Settings, stop: CancellationToken) -> anyhow::Result<
         match crate::cycle::run_cycle(&pool, &settings).await {
             Ok(_) => metrics::counter!(CYCLES_TOTAL).increment(1),
             Err(error) => {
-                tracing::error!(error = %linkpulse_shared::queue::backend::error_chain(&error), "cycle failed");
+                tracing::error!(error = %linkpulse_util::errors::error_chain(&error), "cycle failed");
             }
         }
         let took = started.elapsed();

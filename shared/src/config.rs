@@ -8,27 +8,17 @@ use std::time::Duration;
 
 pub use secrecy::{ExposeSecret, SecretString};
 
-use crate::queue::RetryPolicy;
-use crate::queue::backoff::{DEFAULT_RETRY_BASE, DEFAULT_RETRY_MAX};
+use linkpulse_queue::RetryPolicy;
+use linkpulse_queue::backoff::{DEFAULT_RETRY_BASE, DEFAULT_RETRY_MAX};
+pub use linkpulse_queue::settings::{
+    DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_HOST_CONCURRENCY, DEFAULT_MAX_ATTEMPTS, DEFAULT_POLL_INTERVAL,
+    DEFAULT_RESCUE_AFTER, DEFAULT_RETAIN_DONE, DEFAULT_RETAIN_FAILED, QueueSettings,
+};
 
-/// Attempts per job before it is `failed`.
-pub const DEFAULT_MAX_ATTEMPTS: i32 = 5;
 /// Jobs one worker process runs at once.
 pub const DEFAULT_WORKER_CONCURRENCY: usize = 16;
-/// Running jobs per group (host) across the whole pool.
-pub const DEFAULT_HOST_CONCURRENCY: u32 = 2;
-/// How often a worker renews its leases.
-pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(5);
-/// A worker silent this long is dead and its jobs are rescued.
-pub const DEFAULT_RESCUE_AFTER: Duration = Duration::from_secs(30);
 /// How long SIGTERM waits for in-flight jobs before releasing them.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-/// How long `done` jobs are kept.
-pub const DEFAULT_RETAIN_DONE: Duration = Duration::from_secs(24 * 3600);
-/// How long `failed` jobs are kept.
-pub const DEFAULT_RETAIN_FAILED: Duration = Duration::from_secs(14 * 24 * 3600);
-/// Fallback poll when no notification arrives (also bounds how late a scheduled job starts).
-pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A setting that could not be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -47,49 +37,6 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
-}
-
-/// Queue behaviour shared by producers, workers and operators.
-#[derive(Debug, Clone, PartialEq)]
-pub struct QueueSettings {
-    /// `LINKPULSE_MAX_ATTEMPTS`: attempts per job before it is `failed` (snoozes do not count).
-    pub max_attempts: i32,
-    /// `LINKPULSE_HOST_CONCURRENCY`: running jobs per group (host) across the whole pool.
-    pub host_concurrency: u32,
-    /// `LINKPULSE_HEARTBEAT_INTERVAL`: how often a worker renews its leases. Keep it well under
-    /// `rescue_after` (a third or less), or a slow heartbeat gets a live worker's jobs rescued.
-    pub heartbeat_interval: Duration,
-    /// `LINKPULSE_RESCUE_AFTER`: a worker silent this long is dead; its running jobs go back to
-    /// `queued` (attempt counted). Lower means faster recovery and more risk of double runs
-    /// during database hiccups.
-    pub rescue_after: Duration,
-    /// `LINKPULSE_RETAIN_DONE`: how long `done` jobs are kept for the audit trail.
-    pub retain_done: Duration,
-    /// `LINKPULSE_RETAIN_FAILED`: how long `failed` jobs are kept (long enough to requeue them).
-    pub retain_failed: Duration,
-    /// `LINKPULSE_POLL_INTERVAL`: fallback poll of an idle worker when notifications are lost;
-    /// also the worst lateness of a scheduled job.
-    pub poll_interval: Duration,
-    /// `LINKPULSE_RETRY_BASE` / `LINKPULSE_RETRY_MAX`: backoff after failed attempts.
-    pub retry: RetryPolicy,
-}
-
-impl Default for QueueSettings {
-    fn default() -> Self {
-        Self {
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
-            host_concurrency: DEFAULT_HOST_CONCURRENCY,
-            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
-            rescue_after: DEFAULT_RESCUE_AFTER,
-            retain_done: DEFAULT_RETAIN_DONE,
-            retain_failed: DEFAULT_RETAIN_FAILED,
-            poll_interval: DEFAULT_POLL_INTERVAL,
-            retry: RetryPolicy {
-                base: DEFAULT_RETRY_BASE,
-                max: DEFAULT_RETRY_MAX,
-            },
-        }
-    }
 }
 
 /// Reads typed values from a variable lookup, naming the variable in every error.
@@ -178,14 +125,14 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     }
 }
 
-impl QueueSettings {
-    /// Reads the queue settings from `env`.
-    ///
-    /// # Errors
-    ///
-    /// The first invalid variable.
-    pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
-        let settings = Self {
+/// Reads the queue's settings from `env` (the queue crate knows nothing of the environment).
+///
+/// # Errors
+///
+/// The first invalid variable.
+pub fn queue_settings<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<QueueSettings, ConfigError> {
+    {
+        let settings = QueueSettings {
             max_attempts: env.positive("LINKPULSE_MAX_ATTEMPTS", DEFAULT_MAX_ATTEMPTS)?,
             host_concurrency: env.positive("LINKPULSE_HOST_CONCURRENCY", DEFAULT_HOST_CONCURRENCY)?,
             heartbeat_interval: env.duration("LINKPULSE_HEARTBEAT_INTERVAL", DEFAULT_HEARTBEAT_INTERVAL)?,
@@ -224,12 +171,12 @@ mod tests {
 
     #[test]
     fn queue_settings_default_when_unset() {
-        assert_eq!(QueueSettings::from_env(&env(&[])), Ok(QueueSettings::default()));
+        assert_eq!(queue_settings(&env(&[])), Ok(QueueSettings::default()));
     }
 
     #[test]
     fn durations_are_human_readable() {
-        let s = QueueSettings::from_env(&env(&[
+        let s = queue_settings(&env(&[
             ("LINKPULSE_RETAIN_DONE", "7d"),
             ("LINKPULSE_POLL_INTERVAL", "250ms"),
         ]))
@@ -240,15 +187,15 @@ mod tests {
 
     #[test]
     fn invalid_values_name_the_variable() {
-        let err = QueueSettings::from_env(&env(&[("LINKPULSE_RESCUE_AFTER", "soon")])).expect_err("invalid");
+        let err = queue_settings(&env(&[("LINKPULSE_RESCUE_AFTER", "soon")])).expect_err("invalid");
         assert!(err.to_string().starts_with("LINKPULSE_RESCUE_AFTER=\"soon\""), "{err}");
-        let err = QueueSettings::from_env(&env(&[("LINKPULSE_MAX_ATTEMPTS", "0")])).expect_err("invalid");
+        let err = queue_settings(&env(&[("LINKPULSE_MAX_ATTEMPTS", "0")])).expect_err("invalid");
         assert!(err.to_string().contains("greater than zero"), "{err}");
     }
 
     #[test]
     fn heartbeat_must_stay_well_under_rescue_threshold() {
-        let err = QueueSettings::from_env(&env(&[("LINKPULSE_HEARTBEAT_INTERVAL", "20s")])).expect_err("invalid");
+        let err = queue_settings(&env(&[("LINKPULSE_HEARTBEAT_INTERVAL", "20s")])).expect_err("invalid");
         assert!(err.to_string().contains("half of LINKPULSE_RESCUE_AFTER"), "{err}");
     }
 }
@@ -379,7 +326,7 @@ impl Settings {
     /// The first missing or invalid variable.
     pub fn from_env<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Self, ConfigError> {
         let mut s = Self::defaults(env.required("DATABASE_URL")?);
-        s.queue = QueueSettings::from_env(env)?;
+        s.queue = queue_settings(env)?;
         s.check_after = env.duration("LINKPULSE_CHECK_AFTER", DEFAULT_CHECK_AFTER)?;
         s.refresh_after = env.duration("LINKPULSE_REFRESH_AFTER", DEFAULT_REFRESH_AFTER)?;
         s.cycle_interval = env.duration("LINKPULSE_CYCLE_INTERVAL", DEFAULT_CYCLE_INTERVAL)?;

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::queue::{DecodeError, JobArgs};
+use linkpulse_queue::{DecodeError, JobArgs};
 
 /// Kind name of a health check (stable: stored in queued rows).
 pub const CHECK: &str = "check";
@@ -54,6 +54,24 @@ impl LinkJob {
             Self::Refresh(j) => &j.url,
         }
     }
+}
+
+/// [`dedupe_key`] as SQL over a link's `id` column: what the producer's set-based cycle selects.
+/// `it::queue_dedupe` checks that both forms agree.
+#[macro_export]
+macro_rules! link_dedupe_key_sql {
+    () => {
+        "'link:' || id"
+    };
+}
+
+/// A link job's payload as SQL over a link's `id` and `url` columns: what [`LinkJob`] decodes
+/// (`CheckLink` and `RefreshLink` have the same fields). `it::queue_dedupe` checks the round trip.
+#[macro_export]
+macro_rules! link_payload_sql {
+    () => {
+        "jsonb_build_object('link_id', id, 'url', url)"
+    };
 }
 
 /// Dedupe key of a link's job: at most one unfinished job per link and kind.

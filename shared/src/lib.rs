@@ -7,14 +7,15 @@
 //!   links table and the write-back.
 //! - [`link_url`]: validation and normalisation of saved URLs.
 //! - [`jobs`]: the `check` and `refresh` job kinds.
-//! - [`fetch`]: guarded HTTP fetching (SSRF guard, manual redirects, capped bodies).
-//! - [`check`]: a check's verdict (ok, dead, transient, blocked).
+//! - [`fetch`]: the HTTP plumbing (SSRF guard, redirects hop by hop, capped bodies, typed
+//!   errors, `Retry-After`), for user URLs and the GitHub API alike.
+//! - [`check`]: HEAD then GET, and a check's verdict (ok, dead, transient, blocked).
 //! - [`metrics`]: metric names, the process-wide Prometheus recorder, the job/fetch recorders.
-//! - [`metadata`]: title, description, image, favicon and site name from a page.
-//! - [`github`]: the GitHub API client for repository links.
+//! - [`scrape`]: title, description, image, favicon and site name from a page (head, charset,
+//!   skimmer, challenge pages, extraction).
+//! - [`refresh`]: a refresh's domain logic (the conditional page read, the GitHub decision tree).
+//! - [`github`]: repository page URLs, and the GitHub API client on `fetch`'s plumbing.
 //! - [`politeness`]: per-host pacing and pool-wide cool-downs.
-//! - [`queue`]: the PostgreSQL job queue and its apalis backend.
-//! - [`redact`]: URLs in error text without query strings or credentials.
 //! - [`shutdown`]: signals and the drain of a worker.
 //! - [`telemetry`]: logging setup.
 
@@ -25,12 +26,9 @@ pub mod fetch;
 pub mod github;
 pub mod jobs;
 pub mod link_url;
-pub mod metadata;
-#[cfg(test)]
-mod metadata_hostile_tests;
 pub mod metrics;
 pub mod politeness;
-pub mod queue;
-pub mod redact;
+pub mod refresh;
+pub mod scrape;
 pub mod shutdown;
 pub mod telemetry;

@@ -7,7 +7,6 @@
 //! producers and workers in one process and a global recorder can be set only once.
 
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
@@ -21,12 +20,7 @@ pub const LINKS: &str = "linkpulse_links";
 pub const CYCLES_TOTAL: &str = "linkpulse_cycles_total";
 /// Gauge: 1 while this producer replica holds the cycling leader lock, else 0.
 pub const PRODUCER_LEADER: &str = "linkpulse_producer_leader";
-/// Counter `{kind, outcome}`: finished attempts; outcome is `done`, `retry`, `snooze` or `fail`.
-pub const JOBS_TOTAL: &str = "linkpulse_jobs_total";
-/// Histogram `{kind}`: seconds from the start of an attempt to its outcome.
-pub const JOB_DURATION: &str = "linkpulse_job_duration_seconds";
-/// Gauge: attempts running in this worker process right now.
-pub const JOBS_IN_FLIGHT: &str = "linkpulse_jobs_in_flight";
+pub use linkpulse_queue::metrics::{InFlight, JOB_DURATION, JOBS_IN_FLIGHT, JOBS_TOTAL, record_job};
 /// Histogram: seconds one request of a URL check took (HEAD or the GET fallback, redirects included).
 pub const FETCH_DURATION: &str = "linkpulse_fetch_duration_seconds";
 
@@ -84,31 +78,6 @@ fn describe() {
     );
 }
 
-/// Counts an attempt as running until dropped, so a panicking or cancelled attempt still leaves
-/// the in-flight gauge.
-#[derive(Debug)]
-pub struct InFlight(());
-
-impl InFlight {
-    /// Increments the in-flight gauge.
-    pub fn start() -> Self {
-        metrics::gauge!(JOBS_IN_FLIGHT).increment(1.0);
-        Self(())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        metrics::gauge!(JOBS_IN_FLIGHT).decrement(1.0);
-    }
-}
-
-/// Records one finished attempt of a `kind` job.
-pub fn record_job(kind: &str, outcome: &'static str, took: Duration) {
-    metrics::counter!(JOBS_TOTAL, "kind" => kind.to_owned(), "outcome" => outcome).increment(1);
-    metrics::histogram!(JOB_DURATION, "kind" => kind.to_owned()).record(took.as_secs_f64());
-}
-
 /// Runs one fetch and records its duration (pacing waits excluded: they measure our politeness,
 /// not the remote server).
 pub async fn timed_fetch<F: std::future::Future>(fetch: F) -> F::Output {
@@ -120,6 +89,8 @@ pub async fn timed_fetch<F: std::future::Future>(fetch: F) -> F::Output {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::queue::Engine;
+use linkpulse_queue::Engine;
 
 /// Cancels `token` on the first SIGTERM or SIGINT. Spawn it once per process.
 ///

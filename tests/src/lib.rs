@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use linkpulse_shared::queue::{DecodeError, JobArgs};
+use linkpulse_queue::{DecodeError, JobArgs};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 

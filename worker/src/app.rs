@@ -7,13 +7,13 @@ use anyhow::Context;
 use apalis::prelude::*;
 use tokio_util::sync::CancellationToken;
 
+use linkpulse_queue::{Engine, EngineConfig, JobArgs, PgBackend};
 use linkpulse_shared::config::{ExposeSecret, Settings};
 use linkpulse_shared::db::{self, check_writer::CheckWriter};
 use linkpulse_shared::fetch::{FetchSettings, Fetcher};
 use linkpulse_shared::github::GithubClient;
 use linkpulse_shared::jobs::LinkJob;
 use linkpulse_shared::politeness::{COOLDOWN_REFRESH, Cooldowns};
-use linkpulse_shared::queue::{Engine, EngineConfig, JobArgs, PgBackend};
 use linkpulse_shared::shutdown::{Drained, run_until_drained};
 
 use crate::handlers::{AppState, run_link_job};

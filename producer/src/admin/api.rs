@@ -6,10 +6,10 @@ use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use serde::Deserialize;
 
+use linkpulse_queue::inspect::{self, JobSummary, QueueStats};
+use linkpulse_queue::{JobFilter, JobState};
 use linkpulse_shared::db::links::{self, LinkRef};
 use linkpulse_shared::jobs::{KINDS, dedupe_key};
-use linkpulse_shared::queue::inspect::{self, JobSummary, QueueStats};
-use linkpulse_shared::queue::{JobFilter, JobState};
 
 use super::auth::Admin;
 use super::{AdminState, ApiError};

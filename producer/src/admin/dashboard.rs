@@ -20,10 +20,10 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
+use linkpulse_queue::JobState;
+use linkpulse_queue::inspect::{self, JobFilter, JobSummary};
 use linkpulse_shared::db::links::{self, LinkRef};
 use linkpulse_shared::jobs::KINDS;
-use linkpulse_shared::queue::JobState;
-use linkpulse_shared::queue::inspect::{self, JobFilter, JobSummary};
 
 use super::{AdminState, ApiError, auth};
 

@@ -7,9 +7,9 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use sqlx::PgPool;
 
+use linkpulse_queue::inspect;
 use linkpulse_shared::jobs::KINDS;
 use linkpulse_shared::metrics::{LINKS, QUEUE_JOBS, QUEUE_OLDEST_QUEUED_AGE};
-use linkpulse_shared::queue::inspect;
 
 use super::AdminState;
 

@@ -97,8 +97,8 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-impl From<linkpulse_shared::queue::QueueError> for ApiError {
-    fn from(e: linkpulse_shared::queue::QueueError) -> Self {
+impl From<linkpulse_queue::QueueError> for ApiError {
+    fn from(e: linkpulse_queue::QueueError) -> Self {
         Self::Internal(anyhow::Error::new(e))
     }
 }

@@ -5,7 +5,8 @@ use std::io::{BufRead, Write};
 use serde::Serialize;
 use sqlx::PgPool;
 
-use linkpulse_shared::db::links::{self, Link, LinkRef};
+use linkpulse_shared::db::links::{self, Link, LinkRef, NewLink};
+use linkpulse_shared::github::parse_repo_url;
 use linkpulse_shared::link_url::{LinkUrl, parse_link};
 
 use crate::cli::{CliError, print_json};
@@ -36,6 +37,14 @@ pub struct AddReport {
     pub rejected: Vec<Rejected>,
 }
 
+/// What is saved for a valid URL: the link, and its repository when it is a GitHub repository
+/// page, so the refresh asks the API instead of scraping the page (and `links show` names the
+/// repository before the first refresh).
+pub fn new_link(link: LinkUrl) -> NewLink {
+    let github = parse_repo_url(&link.url).map(|repo| (repo.owner, repo.repo));
+    NewLink { link, github }
+}
+
 /// `links add URL...`: exit 1 if any URL was rejected (the valid ones are still saved).
 ///
 /// # Errors
@@ -43,10 +52,10 @@ pub struct AddReport {
 /// [`CliError::User`] when some URL was rejected; internal errors from the database.
 pub async fn add(pool: &PgPool, urls: &[String], json: bool, out: &mut dyn Write) -> Result<(), CliError> {
     let mut report = AddReport::default();
-    let mut valid: Vec<LinkUrl> = Vec::new();
+    let mut valid: Vec<NewLink> = Vec::new();
     for input in urls {
         match parse_link(input) {
-            Ok(link) => valid.push(link),
+            Ok(link) => valid.push(new_link(link)),
             Err(e) => report.rejected.push(Rejected {
                 line: None,
                 input: input.clone(),
@@ -55,8 +64,8 @@ pub async fn add(pool: &PgPool, urls: &[String], json: bool, out: &mut dyn Write
         }
     }
     let added = links::insert_many(pool, &valid).await?;
-    for link in &valid {
-        let url = link.url.to_string();
+    for new in &valid {
+        let url = new.link.url.to_string();
         if added.contains(&url) {
             report.added.push(url)
         } else {
@@ -101,7 +110,7 @@ pub struct ImportReport {
 /// [`CliError::User`] if the file cannot be opened; internal errors from the database.
 pub async fn import(pool: &PgPool, reader: &mut dyn BufRead, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
     let mut report = ImportReport::default();
-    let mut chunk: Vec<LinkUrl> = Vec::with_capacity(IMPORT_CHUNK);
+    let mut chunk: Vec<NewLink> = Vec::with_capacity(IMPORT_CHUNK);
     let mut line = String::new();
     let mut number = 0;
     loop {
@@ -118,7 +127,7 @@ pub async fn import(pool: &PgPool, reader: &mut dyn BufRead, json: bool, out: &m
             continue;
         }
         match parse_link(input) {
-            Ok(link) => chunk.push(link),
+            Ok(link) => chunk.push(new_link(link)),
             Err(e) => report.rejected.push(Rejected {
                 line: Some(number),
                 input: input.to_owned(),
@@ -155,7 +164,7 @@ pub async fn import(pool: &PgPool, reader: &mut dyn BufRead, json: bool, out: &m
     Ok(())
 }
 
-async fn flush(pool: &PgPool, chunk: &mut Vec<LinkUrl>, report: &mut ImportReport) -> Result<(), CliError> {
+async fn flush(pool: &PgPool, chunk: &mut Vec<NewLink>, report: &mut ImportReport) -> Result<(), CliError> {
     let added = links::insert_many(pool, chunk).await?.len();
     report.accepted += added;
     report.duplicates += chunk.len() - added;

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
+use linkpulse_queue::{JobFilter, JobState, JobSummary, inspect};
 use linkpulse_shared::config::Settings;
 use linkpulse_shared::jobs::{KINDS, dedupe_key};
-use linkpulse_shared::queue::{JobFilter, JobState, JobSummary, inspect};
 
 use super::links::{find, io};
 use crate::cli::{CliError, print_json};
@@ -207,11 +207,8 @@ pub async fn prune(
     let pruned = match older_than {
         Some(age) => inspect::prune(pool, age).await?,
         None => {
-            let mut conn = pool
-                .acquire()
-                .await
-                .map_err(linkpulse_shared::queue::QueueError::from)?;
-            linkpulse_shared::queue::maintenance::prune_finished(
+            let mut conn = pool.acquire().await.map_err(linkpulse_queue::QueueError::from)?;
+            linkpulse_queue::maintenance::prune_finished(
                 &mut conn,
                 settings.queue.retain_done,
                 settings.queue.retain_failed,

@@ -222,7 +222,7 @@ impl BatchFailure {
             .and_then(|e| e.code())
             .is_some_and(|code| code.starts_with("22") || code.starts_with("23"));
         Self {
-            error: WriteError::Database(crate::queue::backend::error_chain(error)),
+            error: WriteError::Database(linkpulse_util::errors::error_chain(error)),
             caused_by_data,
             connection_lost: matches!(error, sqlx::Error::Io(_) | sqlx::Error::WorkerCrashed),
         }
@@ -287,7 +287,7 @@ async fn write_batch(
         .bind(
             sorted
                 .iter()
-                .map(|p| p.record.error.as_deref().map(crate::queue::ack::storable))
+                .map(|p| p.record.error.as_deref().map(linkpulse_util::text::storable))
                 .collect::<Vec<_>>(),
         )
         .bind(sorted.iter().map(|p| p.record.counts_as_failure).collect::<Vec<_>>())

@@ -141,24 +141,34 @@ const LINK_COLUMNS: &str = "id, url, host, status, title, description, favicon_u
     consecutive_failures, last_status_code, last_outcome, last_error, last_checked_at, refreshed_at, \
     last_trace_id, created_at, updated_at";
 
+/// A link to save, as its caller decided it: this table stores what it is given and parses no
+/// URL (which URLs are GitHub repositories is the caller's business).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewLink {
+    /// The validated, normalised URL and its host.
+    pub link: LinkUrl,
+    /// `(owner, repo)` when the URL is a GitHub repository page (its refresh asks the API).
+    pub github: Option<(String, String)>,
+}
+
 /// Inserts links; returns the URLs that were new (the others were already saved).
 ///
 /// # Errors
 ///
 /// If the statement fails.
-pub async fn insert_many(pool: &PgPool, links: &[LinkUrl]) -> Result<Vec<String>, sqlx::Error> {
+pub async fn insert_many(pool: &PgPool, links: &[NewLink]) -> Result<Vec<String>, sqlx::Error> {
     if links.is_empty() {
         return Ok(Vec::new());
     }
-    let urls: Vec<String> = links.iter().map(|l| l.url.to_string()).collect();
-    let hosts: Vec<&str> = links.iter().map(|l| l.host.as_str()).collect();
-    let owners: Vec<Option<String>> = links
+    let urls: Vec<String> = links.iter().map(|l| l.link.url.to_string()).collect();
+    let hosts: Vec<&str> = links.iter().map(|l| l.link.host.as_str()).collect();
+    let owners: Vec<Option<&str>> = links
         .iter()
-        .map(|l| crate::github::parse_repo_url(&l.url).map(|r| r.owner))
+        .map(|l| l.github.as_ref().map(|(owner, _)| owner.as_str()))
         .collect();
-    let repos: Vec<Option<String>> = links
+    let repos: Vec<Option<&str>> = links
         .iter()
-        .map(|l| crate::github::parse_repo_url(&l.url).map(|r| r.repo))
+        .map(|l| l.github.as_ref().map(|(_, repo)| repo.as_str()))
         .collect();
     let rows: Vec<(String,)> = sqlx::query_as(
         "INSERT INTO links (url, host, github_owner, github_repo)
@@ -259,8 +269,8 @@ pub struct WriteLease {
     pub run: uuid::Uuid,
 }
 
-impl From<&crate::queue::JobLease> for WriteLease {
-    fn from(lease: &crate::queue::JobLease) -> Self {
+impl From<&linkpulse_queue::JobLease> for WriteLease {
+    fn from(lease: &linkpulse_queue::JobLease) -> Self {
         Self {
             job_id: lease.job_id,
             token: lease.token,
@@ -293,7 +303,7 @@ fn written(result: Result<sqlx::postgres::PgQueryResult, sqlx::Error>) -> Result
             Ok(applied)
         }
         Err(error) => {
-            crate::telemetry::set_error(&span, &crate::queue::backend::error_chain(&error));
+            crate::telemetry::set_error(&span, &linkpulse_util::errors::error_chain(&error));
             Err(error)
         }
     }

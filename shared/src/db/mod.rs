@@ -104,13 +104,13 @@ pub const PRODUCER_CONNECTIONS: u32 = 3;
 pub const COMMAND_CONNECTIONS: u32 = 2;
 
 /// Opens a worker engine's pool: [`WORKER_ENGINE_CONNECTIONS`] connection(s) with the session
-/// settings of [`tuned`] and the claim's ([`crate::queue::engine::CLAIM_SESSION_OPTIONS`]).
+/// settings of [`tuned`] and the claim's ([`linkpulse_queue::engine::CLAIM_SESSION_OPTIONS`]).
 ///
 /// # Errors
 ///
 /// If the URL is invalid or the first connection fails.
 pub async fn connect_engine(url: &str) -> Result<PgPool, sqlx::Error> {
-    let options = tuned(connect_options(url)?).options(crate::queue::engine::CLAIM_SESSION_OPTIONS);
+    let options = tuned(connect_options(url)?).options(linkpulse_queue::engine::CLAIM_SESSION_OPTIONS);
     PgPoolOptions::new()
         .max_connections(WORKER_ENGINE_CONNECTIONS)
         // Statements wait their turn on the one connection (a maintenance pass holds it for up

@@ -1,18 +1,19 @@
 //! The fetcher: one `reqwest` client, redirects followed by hand so every hop is re-validated.
 
-use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
-use reqwest::header::{HeaderMap, HeaderValue, LOCATION};
+use reqwest::header::{HeaderMap, LOCATION};
 use reqwest::{Method, StatusCode};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use url::Url;
 
-use std::sync::atomic::{AtomicU8, Ordering};
-
-use super::guard::{GuardPolicy, GuardedResolver, LookupFailed, Refused};
+use super::body::{StopAtFactory, read_capped};
+use super::errors::{FetchError, TimeoutPhase};
+use super::guard::{GuardPolicy, GuardedResolver};
+use super::redirect::{MAX_REDIRECTS, Redirects, is_redirect};
 
 /// Default `User-Agent`: honest, naming the project and where to learn about it.
 pub const DEFAULT_USER_AGENT: &str = concat!(
@@ -20,8 +21,6 @@ pub const DEFAULT_USER_AGENT: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (+https://github.com/linkpulse/linkpulse; link checker)"
 );
-/// Redirects followed before giving up.
-pub const MAX_REDIRECTS: u32 = 10;
 /// Longest wait for one connection (TCP and TLS), within the fetch's deadline.
 pub const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Total deadline of one fetch (all hops and the body).
@@ -52,98 +51,6 @@ impl Default for FetchSettings {
         }
     }
 }
-
-/// Why a fetch got no response. Classified by the check into dead, transient or blocked.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum FetchError {
-    /// The guard refused the URL or a redirect target; nothing was connected to.
-    #[error(transparent)]
-    Refused(#[from] Refused),
-    /// The host name does not exist.
-    #[error("no such host: {0}")]
-    NoSuchHost(String),
-    /// A deadline passed: which phase was waiting, and the limit that ran out.
-    #[error("timed out after {limit:?} {phase}")]
-    Timeout {
-        /// What the fetch was waiting for.
-        phase: TimeoutPhase,
-        /// The limit that ran out (the connect timeout, or the whole fetch's deadline).
-        limit: Duration,
-    },
-    /// Connection refused, reset or closed early.
-    #[error("connection failed: {0}")]
-    Connect(String),
-    /// TLS handshake or certificate failure.
-    #[error("TLS failure: {0}")]
-    Tls(String),
-    /// More than [`MAX_REDIRECTS`] hops.
-    #[error("more than {0} redirects")]
-    TooManyRedirects(u32),
-    /// A redirect came back to a URL already visited.
-    #[error("redirect loop at {0}")]
-    RedirectLoop(String),
-    /// A redirect without a usable `Location`.
-    #[error("invalid redirect: {0}")]
-    InvalidRedirect(String),
-    /// Our side cannot make requests (no egress, out of file descriptors): never the link's fault.
-    #[error("local failure: {0}")]
-    Local(String),
-    /// Any other transport failure.
-    #[error("request failed: {0}")]
-    Other(String),
-}
-
-/// What a timed-out fetch was waiting for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum TimeoutPhase {
-    /// The TCP (and TLS) connection.
-    Connect,
-    /// The response's status line and headers.
-    Headers,
-    /// The rest of the body, after the headers arrived.
-    Body,
-}
-
-impl std::fmt::Display for TimeoutPhase {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Connect => "connecting",
-            Self::Headers => "waiting for the response headers",
-            Self::Body => "reading the body",
-        })
-    }
-}
-
-impl TimeoutPhase {
-    fn code(self) -> u8 {
-        match self {
-            Self::Connect => 0,
-            Self::Headers => 1,
-            Self::Body => 2,
-        }
-    }
-
-    fn from_code(code: u8) -> Self {
-        match code {
-            0 => Self::Connect,
-            2 => Self::Body,
-            _ => Self::Headers,
-        }
-    }
-}
-
-/// Decides, while a body streams in, where reading may stop (the scrape stops at the end of an
-/// HTML head). Fed every chunk once, in order, so a scanner that keeps its state does linear work
-/// however the server slices the body.
-pub trait StopAt: Send {
-    /// The next chunk; returns the length of the body worth keeping once it is known.
-    fn feed(&mut self, chunk: &[u8]) -> Option<usize>;
-}
-
-/// Makes a fresh [`StopAt`] for each response (a plain `fn`, so requests stay `Clone`).
-pub type StopAtFactory = fn() -> Box<dyn StopAt>;
 
 /// One request.
 #[derive(Debug, Clone)]
@@ -266,10 +173,9 @@ impl Fetcher {
     async fn fetch_hops(&self, request: FetchRequest, phase: &AtomicU8) -> Result<FetchResponse, FetchError> {
         let mut url = request.url.clone();
         let mut method = request.method.clone();
-        let mut visited: HashSet<String> = HashSet::new();
-        for hop in 0..=MAX_REDIRECTS {
+        let mut redirects = Redirects::new(&url, MAX_REDIRECTS);
+        loop {
             self.settings.guard.check_url(&url)?;
-            visited.insert(url.to_string());
             phase.store(TimeoutPhase::Headers.code(), Ordering::Relaxed);
             let response = self
                 .client
@@ -280,11 +186,8 @@ impl Fetcher {
                 .map_err(|e| self.classify(e, TimeoutPhase::Headers))?;
             let status = response.status();
             if is_redirect(status) {
-                let target = redirect_target(&url, response.headers().get(LOCATION))?;
-                if visited.contains(target.as_str()) {
-                    return Err(FetchError::RedirectLoop(crate::redact::url(&target)));
-                }
-                redirected(hop + 1, status, &target);
+                let target = redirects.next(&url, response.headers().get(LOCATION))?;
+                redirected(redirects.followed(), status, &target);
                 if status == StatusCode::SEE_OTHER && method != Method::HEAD {
                     method = Method::GET;
                 }
@@ -301,17 +204,22 @@ impl Fetcher {
                     .await
                     .map_err(|e| self.classify(e, TimeoutPhase::Body))?
             };
-            tracing::debug!(status = status.as_u16(), bytes = body.len(), redirects = hop, "fetched");
+            let hops = redirects.followed();
+            tracing::debug!(
+                status = status.as_u16(),
+                bytes = body.len(),
+                redirects = hops,
+                "fetched"
+            );
             return Ok(FetchResponse {
                 url,
                 status,
                 headers,
                 body,
-                redirects: hop,
+                redirects: hops,
                 truncated,
             });
         }
-        Err(FetchError::TooManyRedirects(MAX_REDIRECTS))
     }
 }
 
@@ -368,76 +276,11 @@ fn record_fetch(span: &tracing::Span, result: &Result<FetchResponse, FetchError>
     }
 }
 
-impl FetchError {
-    /// A stable name for the kind of failure (the `outcome.class` of an `http.fetch` span).
-    pub fn class(&self) -> &'static str {
-        match self {
-            Self::Refused(_) => "refused",
-            Self::NoSuchHost(_) => "no_such_host",
-            Self::Timeout { .. } => "timeout",
-            Self::Connect(_) => "connect",
-            Self::Tls(_) => "tls",
-            Self::TooManyRedirects(_) => "too_many_redirects",
-            Self::RedirectLoop(_) => "redirect_loop",
-            Self::InvalidRedirect(_) => "invalid_redirect",
-            Self::Local(_) => "local",
-            Self::Other(_) => "other",
-        }
-    }
-}
-
-fn is_redirect(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308)
-}
-
-fn redirect_target(from: &Url, location: Option<&HeaderValue>) -> Result<Url, FetchError> {
-    let location = location
-        .ok_or_else(|| FetchError::InvalidRedirect("no Location header".into()))?
-        .to_str()
-        .map_err(|_| FetchError::InvalidRedirect("Location is not valid text".into()))?;
-    let mut target = from
-        .join(location)
-        .map_err(|e| FetchError::InvalidRedirect(format!("{:?}: {e}", crate::redact::urls_in(location))))?;
-    target.set_fragment(None);
-    Ok(target)
-}
-
-/// Reads at most `max` decoded bytes: the decompressor runs inside the stream, so a gzip bomb
-/// stops at the cap instead of expanding in memory. `stop` sees each chunk once.
-async fn read_capped<S, B, E>(
-    mut chunks: S,
-    max: usize,
-    mut stop: Option<Box<dyn StopAt>>,
-) -> Result<(Vec<u8>, bool), E>
-where
-    S: futures::Stream<Item = Result<B, E>> + Unpin,
-    B: AsRef<[u8]>,
-{
-    use futures::StreamExt;
-    let mut body = Vec::new();
-    while let Some(chunk) = chunks.next().await {
-        let chunk = chunk?;
-        let chunk = chunk.as_ref();
-        let room = max.saturating_sub(body.len());
-        let taken = &chunk[..chunk.len().min(room)];
-        body.extend_from_slice(taken);
-        if let Some(end) = stop.as_mut().and_then(|stop| stop.feed(taken)) {
-            body.truncate(end);
-            return Ok((body, true));
-        }
-        if chunk.len() >= room {
-            return Ok((body, true));
-        }
-    }
-    Ok((body, false))
-}
-
 impl Fetcher {
-    /// Maps a reqwest error to what it means for the link, by walking its cause chain. The
-    /// request's URL is dropped from the text (a saved link's query can hold a token).
+    /// What a reqwest error means for the link (see [`FetchError::from_reqwest`]), with this
+    /// fetcher's limits.
     fn classify(&self, error: reqwest::Error, phase: TimeoutPhase) -> FetchError {
-        let connect_limit = connect_timeout(&self.settings);
-        classify_error(error.without_url(), phase, connect_limit, self.settings.timeout)
+        FetchError::from_reqwest(error, phase, connect_timeout(&self.settings), self.settings.timeout)
     }
 }
 
@@ -445,99 +288,14 @@ fn connect_timeout(settings: &FetchSettings) -> Duration {
     settings.timeout.min(MAX_CONNECT_TIMEOUT)
 }
 
-/// Maps a reqwest error to what it means for the link, by walking its cause chain.
-fn classify_error(error: reqwest::Error, phase: TimeoutPhase, connect_limit: Duration, limit: Duration) -> FetchError {
-    let chain = crate::redact::urls_in(&crate::queue::backend::error_chain(&error)).into_owned();
-    let timeout = |phase| FetchError::Timeout {
-        phase,
-        limit: if phase == TimeoutPhase::Connect {
-            connect_limit
-        } else {
-            limit
-        },
-    };
-    if error.is_connect() && error.is_timeout() {
-        return timeout(TimeoutPhase::Connect);
-    }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
-    while let Some(cause) = source {
-        if let Some(refused) = cause.downcast_ref::<Refused>() {
-            return FetchError::Refused(refused.clone());
-        }
-        if let Some(lookup) = cause.downcast_ref::<LookupFailed>() {
-            return FetchError::NoSuchHost(format!("{}: {}", lookup.host, lookup.source));
-        }
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::*;
-            match io.kind() {
-                ConnectionRefused | ConnectionReset | ConnectionAborted | UnexpectedEof | BrokenPipe => {
-                    return FetchError::Connect(chain);
-                }
-                TimedOut => return timeout(phase),
-                // EMFILE / ENETUNREACH / EADDRNOTAVAIL: our side, not the link's.
-                _ if matches!(io.raw_os_error(), Some(24 | 23 | 101 | 99)) => return FetchError::Local(chain),
-                _ => {}
-            }
-        }
-        source = cause.source();
-    }
-    let lower = chain.to_ascii_lowercase();
-    if error.is_timeout() {
-        timeout(phase)
-    } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
-        FetchError::Tls(chain)
-    } else if error.is_connect() {
-        FetchError::Connect(chain)
-    } else {
-        FetchError::Other(chain)
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::AtomicUsize;
+    use std::net::SocketAddr;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     use super::*;
-    use crate::metadata::{HeadScanner, MAX_HEAD_BYTES};
-
-    /// Counts the bytes handed to the scanner it wraps.
-    struct Counting(HeadScanner, Arc<AtomicUsize>);
-
-    impl StopAt for Counting {
-        fn feed(&mut self, chunk: &[u8]) -> Option<usize> {
-            self.1.fetch_add(chunk.len(), Ordering::Relaxed);
-            self.0.feed(chunk)
-        }
-    }
-
-    #[tokio::test]
-    async fn a_body_in_one_byte_chunks_is_scanned_once_not_once_per_chunk() {
-        let mut page = vec![b'x'; MAX_HEAD_BYTES - 7];
-        page.extend_from_slice(b"</head>");
-        page.extend_from_slice(b"<body>never read</body>");
-        let fed = Arc::new(AtomicUsize::new(0));
-        let stop: Box<dyn StopAt> = Box::new(Counting(HeadScanner::default(), fed.clone()));
-        let chunks = futures::stream::iter(page.chunks(1).map(Ok::<_, std::io::Error>));
-        let (body, truncated) = read_capped(chunks, MAX_HEAD_BYTES, Some(stop)).await.expect("read");
-        assert_eq!(body.len(), MAX_HEAD_BYTES);
-        assert!(body.ends_with(b"</head>") && truncated);
-        let fed = fed.load(Ordering::Relaxed);
-        assert!(
-            fed < 2 * body.len(),
-            "{fed} bytes scanned for a {}-byte head",
-            body.len()
-        );
-    }
-
-    #[tokio::test]
-    async fn the_cap_holds_without_a_stop() {
-        let chunks = futures::stream::iter([Ok::<_, std::io::Error>(vec![b'a'; 700]), Ok(vec![b'b'; 700])]);
-        let (body, truncated) = read_capped(chunks, 1000, None).await.expect("read");
-        assert_eq!((body.len(), truncated), (1000, true));
-    }
 
     /// A one-connection-at-a-time server answering every request with `reply` (or only the head
     /// of it and then nothing, when `stall` is set).
@@ -559,8 +317,6 @@ mod tests {
         });
         addr
     }
-
-    use std::net::SocketAddr;
 
     fn fetcher(timeout: Duration, allow_private_networks: bool) -> Fetcher {
         Fetcher::new(FetchSettings {
@@ -664,6 +420,24 @@ mod tests {
         for error in [looped, refused] {
             let text = error.to_string();
             assert!(!text.contains("s3cret"), "{text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_server_that_does_not_speak_tls_is_a_tls_failure() {
+        // Plain HTTP where a TLS handshake was expected: rustls rejects the answer (a typed
+        // `rustls::Error` two `io::Error`s deep), and a server that hangs up mid-handshake gives
+        // tokio-rustls's untyped "tls handshake eof".
+        let plain = server("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".into(), false).await;
+        let hangs_up = server(String::new(), false).await;
+        let fetcher = fetcher(Duration::from_secs(5), true);
+        for addr in [plain, hangs_up] {
+            let error = fetcher
+                .fetch(get(&format!("https://{addr}/?token=s3cret-tls")))
+                .await
+                .expect_err("no TLS");
+            assert!(matches!(error, FetchError::Tls(_)), "{addr}: {error:?}");
+            assert!(!error.to_string().contains("s3cret"), "{error}");
         }
     }
 }

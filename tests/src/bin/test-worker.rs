@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::Context;
 use apalis::prelude::*;
 use integration_tests::{TestJob, create_test_runs};
-use linkpulse_shared::config::{Env, QueueSettings};
-use linkpulse_shared::queue::{Engine, EngineConfig, JobError, JobLease, PgBackend};
+use linkpulse_queue::{Engine, EngineConfig, JobError, JobLease, PgBackend};
+use linkpulse_shared::config::{Env, queue_settings};
 use linkpulse_shared::shutdown::{Drained, cancel_on_signal, run_until_drained};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -58,7 +58,7 @@ async fn main() -> anyhow::Result<()> {
     linkpulse_shared::telemetry::init_logging();
     let url = std::env::args().nth(1).context("usage: test-worker DATABASE_URL")?;
     let env = Env::new(|k| std::env::var(k).ok());
-    let queue = QueueSettings::from_env(&env)?;
+    let queue = queue_settings(&env)?;
     let concurrency: usize = env.positive("TEST_CONCURRENCY", 4)?;
     let grace = Duration::from_millis(env.parse("TEST_SHUTDOWN_GRACE_MS", 30_000)?);
     let url = match env.optional("TEST_APPLICATION_NAME") {

@@ -402,9 +402,9 @@ async fn metrics_parse_as_prometheus_text_and_queue_depth_equals_queue_stats(poo
     .execute(&app.pool)
     .await
     .expect("backdate a check");
-    let mut scheduled = linkpulse_shared::queue::NewJob::new("refresh", json!({"link_id": 1}), 5);
+    let mut scheduled = linkpulse_queue::NewJob::new("refresh", json!({"link_id": 1}), 5);
     scheduled.run_at = Some(chrono::Utc::now() + chrono::Duration::hours(1));
-    linkpulse_shared::queue::insert_many(&app.pool, &[scheduled])
+    linkpulse_queue::insert_many(&app.pool, &[scheduled])
         .await
         .expect("schedule a refresh");
     let (addr, _stop) = admin(&app, None).await;
@@ -464,12 +464,12 @@ async fn worker_metrics_show_job_counters_after_jobs_ran(pool: PgPool) {
         .await;
     let report = app.run_cycle().await;
     assert_eq!(report.check.enqueued, 3, "premise: three checks queued");
-    let poison = linkpulse_shared::queue::NewJob::new(
+    let poison = linkpulse_queue::NewJob::new(
         linkpulse_shared::jobs::REFRESH,
         json!({"link_id": ids[0], "url": "not a url"}),
         2,
     );
-    linkpulse_shared::queue::insert_many(&app.pool, &[poison])
+    linkpulse_queue::insert_many(&app.pool, &[poison])
         .await
         .expect("enqueue a refresh that fails");
 

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use linkpulse_shared::config::Settings;
 use linkpulse_shared::db::links::{self, Link, LinkRef};
 use linkpulse_shared::link_url::parse_link;
+use producer::commands::links::new_link;
 
 use crate::helpers::{url_of, wait_for};
 
@@ -134,7 +135,8 @@ impl TestApp {
     /// Saves links (paths on the local site or full URLs); returns their ids in order.
     pub async fn add_links(&self, urls: &[String]) -> Vec<i64> {
         let parsed: Vec<_> = urls.iter().map(|u| parse_link(u).expect("valid url")).collect();
-        links::insert_many(&self.pool, &parsed).await.expect("insert links");
+        let new: Vec<_> = parsed.iter().cloned().map(new_link).collect();
+        links::insert_many(&self.pool, &new).await.expect("insert links");
         let mut ids = Vec::new();
         for link in parsed {
             ids.push(self.link_by_url(link.url.as_str()).await.id);

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
+use linkpulse_queue::{JobState, NewJob, insert_many};
 use linkpulse_shared::jobs::{CHECK, dedupe_key};
-use linkpulse_shared::queue::{JobState, NewJob, insert_many};
 use producer::commands::queue::{self, Selection};
 
 use crate::admin::{TOKEN, admin, http};
@@ -159,7 +159,7 @@ async fn every_finished_job_leaves_its_result_code_and_duration_in_list_and_stat
 
     // The dashboard's recent history goes by finish time, newest first, not by id: the job aged
     // two days (one of the lowest ids) comes last.
-    let recent = linkpulse_shared::queue::inspect::recently_finished(&app.pool, 10)
+    let recent = linkpulse_queue::inspect::recently_finished(&app.pool, 10)
         .await
         .expect("recent");
     let ids: Vec<i64> = recent.iter().map(|j| j.id).collect();
@@ -169,7 +169,7 @@ async fn every_finished_job_leaves_its_result_code_and_duration_in_list_and_stat
         recent.windows(2).all(|w| w[0].finished_at >= w[1].finished_at),
         "{ids:?}"
     );
-    let two = linkpulse_shared::queue::inspect::recently_finished(&app.pool, 2)
+    let two = linkpulse_queue::inspect::recently_finished(&app.pool, 2)
         .await
         .expect("recent");
     assert_eq!(two.len(), 2);

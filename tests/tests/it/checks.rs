@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use sqlx::PgPool;
 
-use linkpulse_shared::metadata::MAX_HEAD_BYTES;
+use linkpulse_shared::scrape::MAX_HEAD_BYTES;
 
 use crate::app::TestApp;
 use crate::helpers::wait_for;

@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use integration_tests::{TEST_KIND, TestJob, create_test_runs, database_url};
-use linkpulse_shared::queue::{JobArgs, NewJob, insert_many};
+use linkpulse_queue::{JobArgs, NewJob, insert_many};
 use sqlx::PgPool;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};

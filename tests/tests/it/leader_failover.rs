@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use integration_tests::TestJob;
-use linkpulse_shared::queue::maintenance::MAINTENANCE_LOCK_KEY;
+use linkpulse_queue::maintenance::MAINTENANCE_LOCK_KEY;
 
 use crate::app::TestApp;
 use crate::helpers::{WorkerProcess, enqueue, url_of, wait_for};

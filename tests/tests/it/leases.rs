@@ -6,11 +6,11 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use integration_tests::{TEST_KIND, TestJob};
-use linkpulse_shared::config::QueueSettings;
-use linkpulse_shared::queue::{
+use linkpulse_queue::{
     Completion, Engine, EngineConfig, JobFilter, JobLease, JobState, Outcome, RetryPolicy, ack, claim, inspect,
     registry,
 };
+use linkpulse_shared::config::QueueSettings;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -19,7 +19,7 @@ use crate::helpers::{enqueue, job, wait_for};
 
 const KINDS: &[&str] = &[TEST_KIND];
 
-fn lease_of(claimed: &linkpulse_shared::queue::ClaimedJob) -> JobLease {
+fn lease_of(claimed: &linkpulse_queue::ClaimedJob) -> JobLease {
     JobLease {
         job_id: claimed.id,
         owner: claimed.lease_owner,
@@ -267,4 +267,51 @@ async fn checks_whose_attempts_found_no_answer_end_failed_and_count_once(pool: P
         1,
         "a rate limit is no evidence of death"
     );
+}
+
+/// The completion API takes the caller's transaction: an application that must store a job's
+/// effect and its completion atomically does both in one transaction, with no SQL of its own on
+/// `queue_jobs`.
+#[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
+async fn a_completion_commits_or_rolls_back_with_the_callers_own_write(pool: PgPool) {
+    let policy = RetryPolicy::default();
+    let ids = enqueue(&pool, &[(TestJob::default(), None)], 3).await;
+    let owner = Uuid::new_v4();
+    registry::register(&pool, owner, "tx-test").await.expect("register");
+    let lease = claim_one(&pool, owner).await;
+    sqlx::query("CREATE TABLE effects (job_id bigint PRIMARY KEY)")
+        .execute(&pool)
+        .await
+        .expect("effects table");
+
+    for commit in [false, true] {
+        let mut tx = pool.begin().await.expect("begin");
+        sqlx::query("INSERT INTO effects VALUES ($1)")
+            .bind(lease.job_id)
+            .execute(&mut *tx)
+            .await
+            .expect("the caller's write");
+        let done = Completion::new(lease.clone(), Outcome::Done);
+        assert_eq!(
+            ack::complete_many(&mut *tx, std::slice::from_ref(&done), &policy)
+                .await
+                .expect("ack"),
+            1
+        );
+        if commit {
+            tx.commit().await.expect("commit");
+        } else {
+            tx.rollback().await.expect("rollback");
+        }
+        let (effects,): (i64,) = sqlx::query_as("SELECT count(*) FROM effects")
+            .fetch_one(&pool)
+            .await
+            .expect("effects");
+        let (state, _, _) = job(&pool, ids[0]).await;
+        if commit {
+            assert_eq!((effects, state.as_str()), (1, "done"));
+        } else {
+            assert_eq!((effects, state.as_str()), (0, "running"), "neither applied");
+        }
+    }
 }

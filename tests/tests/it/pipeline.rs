@@ -11,8 +11,8 @@ use axum::routing::any;
 use sqlx::PgPool;
 use tokio::time::Instant;
 
+use linkpulse_queue::{NewJob, RetryPolicy, insert_many};
 use linkpulse_shared::jobs::CHECK;
-use linkpulse_shared::queue::{NewJob, RetryPolicy, insert_many};
 
 use crate::app::TestApp;
 use crate::helpers::count_state;

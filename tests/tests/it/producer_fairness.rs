@@ -7,13 +7,14 @@ use sqlx::PgPool;
 
 use linkpulse_shared::db::links;
 use linkpulse_shared::link_url::parse_link;
+use producer::commands::links::new_link;
 
 use crate::app::TestApp;
 
 /// Adds `n` links on `host`, all due, `age` seconds overdue (older links are more overdue).
 async fn add_due_links(pool: &PgPool, host: &str, n: usize, age_secs: i64) {
     let urls: Vec<_> = (0..n)
-        .map(|i| parse_link(&format!("https://{host}/page/{i}")).expect("url"))
+        .map(|i| new_link(parse_link(&format!("https://{host}/page/{i}")).expect("url")))
         .collect();
     links::insert_many(pool, &urls).await.expect("insert");
     sqlx::query("UPDATE links SET last_checked_at = now() - make_interval(secs => $2) WHERE host = $1")

@@ -4,7 +4,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use integration_tests::{TEST_KIND, TestJob};
-use linkpulse_shared::queue::{Completion, JobLease, Outcome, RetryPolicy, ack, claim, maintenance, registry};
+use linkpulse_queue::{Completion, JobLease, Outcome, RetryPolicy, ack, claim, maintenance, registry};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -12,7 +12,7 @@ use crate::helpers::{enqueue, job};
 
 const KINDS: &[&str] = &[TEST_KIND];
 
-fn lease_of(claimed: &linkpulse_shared::queue::ClaimedJob, owner: Uuid) -> JobLease {
+fn lease_of(claimed: &linkpulse_queue::ClaimedJob, owner: Uuid) -> JobLease {
     JobLease {
         job_id: claimed.id,
         owner,
@@ -232,7 +232,7 @@ async fn rescue_of_the_last_attempt_fails_the_job(pool: PgPool) {
 
 #[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
 async fn claim_respects_priority_then_run_at(pool: PgPool) {
-    use linkpulse_shared::queue::{JobArgs, NewJob, insert_many};
+    use linkpulse_queue::{JobArgs, NewJob, insert_many};
     let payload = TestJob::default().encode().expect("encode");
     let past = chrono::Utc::now() - chrono::Duration::minutes(5);
     let future = chrono::Utc::now() + chrono::Duration::minutes(5);

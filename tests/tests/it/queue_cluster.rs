@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use integration_tests::TestJob;
-use linkpulse_shared::queue::engine::LISTENER_APPLICATION_NAME;
+use linkpulse_queue::engine::LISTENER_APPLICATION_NAME;
 use nix::sys::signal::Signal;
 use sqlx::PgPool;
 

@@ -1,7 +1,7 @@
 //! Inserts: deduplicated among unfinished jobs, also under concurrent bulk inserts.
 
 use integration_tests::{TEST_KIND, TestJob};
-use linkpulse_shared::queue::{JobArgs, NewJob, insert_many};
+use linkpulse_queue::{JobArgs, NewJob, insert_many};
 use sqlx::PgPool;
 
 fn keyed(keys: impl Iterator<Item = usize>) -> Vec<NewJob> {
@@ -61,4 +61,31 @@ async fn insert_inside_a_rolled_back_transaction_leaves_nothing(pool: PgPool) {
         .await
         .expect("count");
     assert_eq!(rows, 0);
+}
+
+/// The producer's set-based cycle spells a link job's dedupe key and payload in SQL
+/// (`link_dedupe_key_sql!`, `link_payload_sql!`); the worker reads them through the Rust forms.
+/// Both must agree, or a cycle's job would not dedupe against a job enqueued from Rust (`check now`)
+/// and would not decode.
+#[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
+async fn the_cycles_sql_key_and_payload_are_the_rust_ones(pool: PgPool) {
+    use linkpulse_shared::jobs::{CHECK, CheckLink, LinkJob, dedupe_key};
+
+    let app = crate::app::TestApp::spawn(pool).await;
+    let ids = app.add_links(&[app.url("/ok")]).await;
+    assert_eq!(app.run_cycle().await.check.enqueued, 1);
+    let (key, payload): (String, serde_json::Value) =
+        sqlx::query_as("SELECT dedupe_key, payload FROM queue_jobs WHERE kind = 'check'")
+            .fetch_one(&app.pool)
+            .await
+            .expect("the cycle's job");
+    assert_eq!(key, dedupe_key(ids[0]));
+    let decoded = LinkJob::decode(CHECK, payload).expect("the worker decodes the cycle's payload");
+    assert_eq!(
+        decoded,
+        LinkJob::Check(CheckLink {
+            link_id: ids[0],
+            url: app.url("/ok"),
+        })
+    );
 }

@@ -4,8 +4,8 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use linkpulse_shared::queue::RetryPolicy;
-use linkpulse_shared::queue::maintenance::{self, MAINTENANCE_LOCK_KEY};
+use linkpulse_queue::RetryPolicy;
+use linkpulse_queue::maintenance::{self, MAINTENANCE_LOCK_KEY};
 use sqlx::PgPool;
 use tokio::process::Command;
 use uuid::Uuid;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use integration_tests::{TEST_KIND, TestJob};
-use linkpulse_shared::queue::{
+use linkpulse_queue::{
     Completion, JobLease, NewJob, Outcome, RetryPolicy, ack, claim, insert_many, maintenance, registry,
 };
 use sqlx::PgPool;

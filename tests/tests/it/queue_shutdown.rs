@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use integration_tests::TestJob;
-use linkpulse_shared::queue::{RetryPolicy, maintenance};
+use linkpulse_queue::{RetryPolicy, maintenance};
 use nix::sys::signal::Signal;
 use sqlx::PgPool;
 use uuid::Uuid;

@@ -3,8 +3,8 @@
 use std::time::{Duration, Instant};
 
 use integration_tests::{TEST_KIND, TestJob};
-use linkpulse_shared::queue::engine::LISTENER_APPLICATION_NAME;
-use linkpulse_shared::queue::{JobArgs, NOTIFY_CHANNEL, NewJob, Queue};
+use linkpulse_queue::engine::LISTENER_APPLICATION_NAME;
+use linkpulse_queue::{JobArgs, NOTIFY_CHANNEL, NewJob, Queue};
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 
@@ -190,7 +190,7 @@ async fn a_scheduled_job_starts_on_time(pool: PgPool) {
     integration_tests::create_test_runs(&pool).await.expect("test_runs");
     let _worker = WorkerProcess::spawn(&pool, &[("LINKPULSE_POLL_INTERVAL", "500ms".into())]).await;
     let at = chrono::Utc::now() + chrono::Duration::seconds(2);
-    linkpulse_shared::queue::insert_many(
+    linkpulse_queue::insert_many(
         &pool,
         &[NewJob::new(TEST_KIND, TestJob::default().encode().expect("encode"), 1).run_at(at)],
     )

@@ -8,9 +8,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
+use linkpulse_queue::{NewJob, insert_many};
 use linkpulse_shared::config::ExposeSecret;
 use linkpulse_shared::jobs::{REFRESH, dedupe_key};
-use linkpulse_shared::queue::{NewJob, insert_many};
 
 use crate::app::TestApp;
 use crate::producer_loop::producer_command;

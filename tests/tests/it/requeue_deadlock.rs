@@ -8,7 +8,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::time::Instant;
 
-use linkpulse_shared::queue::{JobFilter, JobState, inspect};
+use linkpulse_queue::{JobFilter, JobState, inspect};
 
 use crate::app::TestApp;
 

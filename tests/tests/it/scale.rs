@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use linkpulse_queue::engine::LISTENER_APPLICATION_NAME;
 use linkpulse_shared::config::ExposeSecret;
 use linkpulse_shared::db::worker_connections;
-use linkpulse_shared::queue::engine::LISTENER_APPLICATION_NAME;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 

@@ -17,7 +17,7 @@ use sqlx::PgPool;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use linkpulse_shared::queue::{JobFilter, inspect};
+use linkpulse_queue::{JobFilter, inspect};
 
 use crate::app::TestApp;
 use crate::helpers::{count_state, wait_for};

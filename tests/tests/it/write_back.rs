@@ -5,6 +5,7 @@ use sqlx::PgPool;
 use linkpulse_shared::db::check_writer::CheckWriter;
 use linkpulse_shared::db::links::{self, CheckRecord, Link, LinkRef, WriteLease};
 use linkpulse_shared::link_url::parse_link;
+use producer::commands::links::new_link;
 
 const THRESHOLD: i32 = 3;
 
@@ -12,7 +13,8 @@ async fn add_links(pool: &PgPool, n: usize) -> Vec<i64> {
     let urls: Vec<_> = (0..n)
         .map(|i| parse_link(&format!("https://site{i}.example/page")).expect("url"))
         .collect();
-    links::insert_many(pool, &urls).await.expect("insert");
+    let new: Vec<_> = urls.iter().cloned().map(new_link).collect();
+    links::insert_many(pool, &new).await.expect("insert");
     let mut ids = Vec::new();
     for url in urls {
         ids.push(link(pool, LinkRef::Url(url.url.to_string())).await.id);

@@ -2,10 +2,10 @@
 
 use url::Url;
 
+use linkpulse_queue::{JobError, JobLease, ReportSlot};
 use linkpulse_shared::check::{Verdict, check_url};
 use linkpulse_shared::db::links::CheckRecord;
 use linkpulse_shared::jobs::CheckLink;
-use linkpulse_shared::queue::{JobError, JobLease, ReportSlot};
 
 use super::{AppState, polite, report_verdict};
 

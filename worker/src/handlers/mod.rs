@@ -10,12 +10,12 @@ use apalis::prelude::Data;
 use sqlx::PgPool;
 use tracing::Instrument;
 
+use linkpulse_queue::{JobError, JobLease, JobReport, ReportSlot};
 use linkpulse_shared::check::{CheckResult, Verdict};
 use linkpulse_shared::config::Settings;
 use linkpulse_shared::fetch::Fetcher;
 use linkpulse_shared::github::GithubClient;
 use linkpulse_shared::jobs::LinkJob;
-use linkpulse_shared::queue::{JobError, JobLease, JobReport, ReportSlot};
 use linkpulse_shared::telemetry;
 
 /// What every handler needs; built once per worker process.
@@ -145,10 +145,7 @@ fn report_verdict(slot: &ReportSlot, result: &CheckResult) {
 
 /// A database failure during write-back: retried (the write-back is idempotent per job).
 fn db_error(context: &str, error: sqlx::Error) -> JobError {
-    JobError::Retry(format!(
-        "{context}: {}",
-        linkpulse_shared::queue::backend::error_chain(&error)
-    ))
+    JobError::Retry(format!("{context}: {}", linkpulse_util::errors::error_chain(&error)))
 }
 
 /// Aborts the job's task when the handler future is dropped (the timeout layer gave up on it, or

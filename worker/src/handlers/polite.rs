@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-use linkpulse_shared::check::{CheckResult, MAX_RETRY_AFTER};
+use linkpulse_queue::{JobError, JobLease};
+use linkpulse_shared::check::CheckResult;
+use linkpulse_shared::fetch::MAX_RETRY_AFTER;
 use linkpulse_shared::politeness::{DEFAULT_COOLDOWN, spread};
-use linkpulse_shared::queue::{JobError, JobLease};
 
 use super::{AppState, db_error};
 

@@ -132,26 +132,11 @@ fn transition(completion: &Completion, policy: &RetryPolicy) -> Transition {
 /// the interval arithmetic and jam the whole completion batch).
 pub const MAX_SNOOZE: Duration = Duration::from_secs(24 * 3600);
 
-/// Longest error text kept per attempt.
-const MAX_ERROR_CHARS: usize = 2000;
-
 fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.min(MAX_SNOOZE).as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Error text PostgreSQL will always accept: no NUL (text columns refuse it, and one bad row
-/// would fail the whole batch), bounded length. Also used for the links' error text.
-///
-/// URLs in it lose their query strings and credentials first ([`crate::redact::urls_in`]): error
-/// text is shown by the API and the dashboard, and a saved link's query can hold a token.
-pub fn storable(error: &str) -> String {
-    let error = crate::redact::urls_in(error);
-    let mut text: String = error.chars().filter(|c| *c != '\0').take(MAX_ERROR_CHARS).collect();
-    if error.chars().count() > MAX_ERROR_CHARS {
-        text.push('…');
-    }
-    text
-}
+pub use linkpulse_util::text::storable;
 
 /// `job_complete_many`: every outcome of a batch in one statement.
 ///
@@ -197,10 +182,18 @@ WHERE j.id = u.id
 /// Writes a batch of completions in one round trip; returns how many were applied (the rest had
 /// lost their lease).
 ///
+/// `executor` is a pool, a connection, or the caller's transaction: an application that must
+/// store a job's effect and its completion atomically runs its own write and this in one
+/// transaction, without SQL of its own on `queue_jobs`.
+///
 /// # Errors
 ///
 /// [`QueueError::Database`] if the statement fails; none of the batch is applied then.
-pub async fn complete_many(pool: &PgPool, completions: &[Completion], policy: &RetryPolicy) -> Result<u64, QueueError> {
+pub async fn complete_many<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    completions: &[Completion],
+    policy: &RetryPolicy,
+) -> Result<u64, QueueError> {
     if completions.is_empty() {
         return Ok(0);
     }
@@ -255,7 +248,7 @@ pub async fn complete_many(pool: &PgPool, completions: &[Completion], policy: &R
         .bind(details)
         .bind(durations)
         .bind(tokens)
-        .execute(pool)
+        .execute(executor)
         .await?;
     Ok(result.rows_affected())
 }
@@ -376,6 +369,7 @@ mod tests {
 
     #[test]
     fn error_text_is_made_storable() {
+        use linkpulse_util::text::MAX_ERROR_CHARS;
         let t = transition(
             &Completion::new(
                 lease(3, 3),

@@ -1,22 +1,11 @@
-//! The link check: HEAD, then GET when HEAD does not succeed, and a verdict as a value.
-//!
-//! Verdicts follow what users complain checkers get wrong: servers that refuse HEAD, bot walls
-//! answering 403/429/999, one-off timeouts. Only `dead` (and `transient` once its retries are
-//! spent) counts toward making a link `inaccessible`; `blocked` is recorded and never counts.
+//! What one fetch result means for a link: a [`Verdict`], a status and a reason.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use reqwest::header::{ACCEPT, HeaderMap, HeaderValue, RETRY_AFTER};
-use reqwest::{Method, StatusCode};
-use url::Url;
+use reqwest::StatusCode;
+use reqwest::header::RETRY_AFTER;
 
-use crate::fetch::{FetchError, FetchRequest, FetchResponse, Fetcher};
-use crate::politeness::HostPacer;
-
-/// Body bytes a check's GET reads (enough to recognise a challenge page).
-const CHECK_BODY_BYTES: usize = 64 * 1024;
-/// Longest `Retry-After` honoured.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+use crate::fetch::{FetchError, FetchResponse, parse_retry_after};
 
 /// Class of one check's result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,49 +42,20 @@ pub struct CheckResult {
     pub status_code: Option<u16>,
     /// Human-readable reason (empty for `ok`).
     pub reason: String,
-    /// `Retry-After` of a 429/503, capped at [`MAX_RETRY_AFTER`].
+    /// `Retry-After` of a 429/503, capped at [`MAX_RETRY_AFTER`](crate::fetch::MAX_RETRY_AFTER).
     pub retry_after: Option<Duration>,
-}
-
-/// Checks `url`: HEAD; on anything but success, GET (servers answer HEAD with 405, 404, 403 while
-/// GET works). Each request waits for the host's slot in `pacer`.
-pub async fn check_url(fetcher: &Fetcher, pacer: &HostPacer, url: &Url) -> CheckResult {
-    let host = url.host_str().unwrap_or_default();
-    pacer.wait(host).await;
-    let head = crate::metrics::timed_fetch(fetcher.fetch(request(Method::HEAD, url))).await;
-    let first = classify(&head);
-    if first.verdict == Verdict::Ok {
-        return first;
-    }
-    pacer.wait(host).await;
-    let get = crate::metrics::timed_fetch(fetcher.fetch(request(Method::GET, url))).await;
-    classify(&get)
-}
-
-fn request(method: Method, url: &Url) -> FetchRequest {
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        ACCEPT,
-        HeaderValue::from_static("text/html,application/xhtml+xml;q=0.9,*/*;q=0.8"),
-    );
-    FetchRequest {
-        method,
-        url: url.clone(),
-        headers,
-        max_body: CHECK_BODY_BYTES,
-        stop_at: None,
-    }
 }
 
 /// Classifies one fetch result.
 pub fn classify(result: &Result<FetchResponse, FetchError>) -> CheckResult {
     match result {
-        Ok(response) => classify_response(response),
-        Err(error) => classify_error(error),
+        Ok(response) => verdict_of_response(response),
+        Err(error) => verdict_of_error(error),
     }
 }
 
-fn classify_response(response: &FetchResponse) -> CheckResult {
+/// The verdict of a response: its status, unless it is a bot challenge.
+pub fn verdict_of_response(response: &FetchResponse) -> CheckResult {
     let status = response.status;
     let code = status.as_u16();
     let challenged = response
@@ -103,7 +63,7 @@ fn classify_response(response: &FetchResponse) -> CheckResult {
         .get("cf-mitigated")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.eq_ignore_ascii_case("challenge"))
-        || (!response.body.is_empty() && crate::metadata::is_challenge_page(&String::from_utf8_lossy(&response.body)));
+        || (!response.body.is_empty() && crate::scrape::is_challenge_page(&String::from_utf8_lossy(&response.body)));
     let (verdict, reason) = match code {
         _ if challenged => (Verdict::Blocked, format!("HTTP {code}: bot challenge")),
         200..=299 | 304 => (Verdict::Ok, String::new()),
@@ -118,7 +78,7 @@ fn classify_response(response: &FetchResponse) -> CheckResult {
                 .headers
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after)
+                .and_then(|v| parse_retry_after(v, SystemTime::now()))
         })
         .flatten();
     CheckResult {
@@ -133,7 +93,8 @@ fn reason_of(status: StatusCode) -> &'static str {
     status.canonical_reason().unwrap_or("non-standard status")
 }
 
-fn classify_error(error: &FetchError) -> CheckResult {
+/// The verdict of a fetch that got no response.
+pub fn verdict_of_error(error: &FetchError) -> CheckResult {
     let verdict = match error {
         FetchError::Refused(_)
         | FetchError::NoSuchHost(_)
@@ -152,23 +113,13 @@ fn classify_error(error: &FetchError) -> CheckResult {
     }
 }
 
-/// `Retry-After` as seconds or an HTTP date, capped at [`MAX_RETRY_AFTER`].
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    let wait = match value.parse::<u64>() {
-        Ok(secs) => Duration::from_secs(secs),
-        Err(_) => {
-            let at = httpdate::parse_http_date(value).ok()?;
-            at.duration_since(std::time::SystemTime::now())
-                .unwrap_or(Duration::ZERO)
-        }
-    };
-    Some(wait.min(MAX_RETRY_AFTER))
-}
-
 #[cfg(test)]
 mod tests {
+    use reqwest::header::{HeaderMap, HeaderValue};
+    use url::Url;
+
     use super::*;
+    use crate::fetch::{MAX_RETRY_AFTER, Refused, TimeoutPhase};
 
     fn response(code: u16, headers: &[(&'static str, &str)], body: &str) -> Result<FetchResponse, FetchError> {
         let mut map = HeaderMap::new();
@@ -228,10 +179,10 @@ mod tests {
             (FetchError::NoSuchHost("x".into()), Verdict::Dead),
             (FetchError::RedirectLoop("x".into()), Verdict::Dead),
             (FetchError::Tls("x".into()), Verdict::Dead),
-            (FetchError::Refused(crate::fetch::Refused("x".into())), Verdict::Dead),
+            (FetchError::Refused(Refused("x".into())), Verdict::Dead),
             (
                 FetchError::Timeout {
-                    phase: crate::fetch::client::TimeoutPhase::Body,
+                    phase: TimeoutPhase::Body,
                     limit: Duration::from_secs(1),
                 },
                 Verdict::Transient,
@@ -245,18 +196,12 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_reads_seconds_and_dates_and_is_capped() {
-        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
-        assert_eq!(parse_retry_after("999999"), Some(MAX_RETRY_AFTER));
-        let soon = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(30));
-        let parsed = parse_retry_after(&soon).expect("date");
-        assert!(
-            parsed > Duration::from_secs(25) && parsed <= Duration::from_secs(30),
-            "{parsed:?}"
-        );
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("soon"), None);
+    fn retry_after_of_a_429_is_read_and_capped() {
         let r = classify(&response(429, &[("retry-after", "7")], ""));
         assert_eq!(r.retry_after, Some(Duration::from_secs(7)));
+        let r = classify(&response(503, &[("retry-after", "999999")], ""));
+        assert_eq!(r.retry_after, Some(MAX_RETRY_AFTER));
+        let r = classify(&response(500, &[("retry-after", "7")], ""));
+        assert_eq!(r.retry_after, None, "only 429 and 503 ask us to wait");
     }
 }

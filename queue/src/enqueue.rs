@@ -17,6 +17,89 @@ pub struct EnqueueReport {
     pub skipped: u64,
 }
 
+/// A set-based enqueue: the caller's `SELECT` names the jobs, the queue inserts them, in one
+/// statement whatever their number (the producer's cycle enqueues up to its limit this way).
+///
+/// The `SELECT` must return the columns `dedupe_key text`, `group_key text` and `payload jsonb`,
+/// and may use the bind parameters `$1` to `$params`, bound by the caller's `bind` closure; the
+/// queue appends its own parameters after them. It may read `queue_jobs` (to skip what is already
+/// waiting, say), never write it: the insert, its conflict rule and the wake-up are the queue's.
+#[derive(Debug, Clone)]
+pub struct EnqueueSelect<'a> {
+    /// Stable kind of every job.
+    pub kind: &'a str,
+    /// Attempts allowed per job.
+    pub max_attempts: i32,
+    /// The enqueuer's W3C trace context, stored with every job.
+    pub trace_context: Option<serde_json::Value>,
+    /// The caller's `SELECT dedupe_key, group_key, payload …`: a constant of the program, never
+    /// text from input (it is spliced into the statement; values go in as bind parameters).
+    pub select: &'static str,
+    /// How many bind parameters `select` uses (`$1`…`$params`).
+    pub params: usize,
+}
+
+/// What a set-based enqueue did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SelectReport {
+    /// Rows the caller's `SELECT` returned.
+    pub selected: i64,
+    /// Jobs inserted (the rest already had an unfinished job with their key).
+    pub inserted: i64,
+}
+
+/// `job_insert_select`: the caller's `SELECT` as a CTE, inserted in `dedupe_key` order (so two
+/// concurrent enqueues of overlapping keys wait on each other in one order and never deadlock),
+/// skipping keys already queued or running, with one `NOTIFY` at commit when anything was
+/// inserted. `{select}` is the caller's statement; `{kind}`, `{max}`, `{trace}`, `{channel}` are
+/// the numbers of the queue's own parameters.
+fn insert_select_sql(spec: &EnqueueSelect<'_>) -> String {
+    let (kind, max, trace, channel) = (spec.params + 1, spec.params + 2, spec.params + 3, spec.params + 4);
+    format!(
+        "WITH picked AS (
+    {select}
+),
+inserted AS (
+    INSERT INTO queue_jobs (kind, dedupe_key, group_key, payload, max_attempts, trace_context)
+    SELECT ${kind}, p.dedupe_key, p.group_key, p.payload, ${max}, ${trace}::jsonb
+    FROM picked p
+    ORDER BY p.dedupe_key
+    ON CONFLICT (kind, dedupe_key) WHERE state IN ('queued', 'running') AND dedupe_key IS NOT NULL
+    DO NOTHING
+    RETURNING 1
+),
+notified AS (
+    SELECT pg_notify(${channel}, '') FROM (SELECT 1 FROM inserted LIMIT 1) AS any_inserted
+)
+SELECT (SELECT count(*) FROM picked), (SELECT count(*) FROM inserted), (SELECT count(*) FROM notified)",
+        select = spec.select,
+    )
+}
+
+/// Runs a set-based enqueue (see [`EnqueueSelect`]). `bind` binds the caller's parameters in
+/// order.
+///
+/// # Errors
+///
+/// [`QueueError::Database`] if the statement fails; nothing is inserted then.
+pub async fn insert_select<'e, E, B>(executor: E, spec: &EnqueueSelect<'_>, bind: B) -> Result<SelectReport, QueueError>
+where
+    E: PgExecutor<'e>,
+    B: for<'q> FnOnce(
+        sqlx::query::QueryAs<'q, sqlx::Postgres, (i64, i64, i64), sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, (i64, i64, i64), sqlx::postgres::PgArguments>,
+{
+    // Audited: composed only of the caller's `&'static str` and parameter numbers.
+    let sql = sqlx::AssertSqlSafe(insert_select_sql(spec));
+    let query = bind(sqlx::query_as::<_, (i64, i64, i64)>(sql))
+        .bind(spec.kind)
+        .bind(spec.max_attempts)
+        .bind(spec.trace_context.clone())
+        .bind(NOTIFY_CHANNEL);
+    let (selected, inserted, _) = query.fetch_one(executor).await?;
+    Ok(SelectReport { selected, inserted })
+}
+
 /// `job_insert_many`: one statement for any number of jobs.
 ///
 /// Locks: inserts take the unique-index entry of each `(kind, dedupe_key)`; a concurrent insert of
@@ -36,7 +119,7 @@ WITH inserted AS (
     RETURNING run_at
 )
 SELECT count(*) AS inserted,
-       CASE WHEN $9 AND bool_or(run_at <= now()) THEN pg_notify('linkpulse_jobs', '') IS NOT NULL END AS notified
+       CASE WHEN $9 AND bool_or(run_at <= now()) THEN pg_notify($10, '') IS NOT NULL END AS notified
 FROM inserted
 "#;
 
@@ -93,6 +176,7 @@ where
         .bind(max_attempts)
         .bind(traces)
         .bind(notify)
+        .bind(NOTIFY_CHANNEL)
         .fetch_one(executor)
         .await?;
     let inserted = u64::try_from(inserted).unwrap_or(0);

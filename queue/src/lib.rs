@@ -1,9 +1,10 @@
-//! The job queue: a PostgreSQL backend for apalis of our own.
+//! linkpulse-queue: a PostgreSQL job queue, and its backend for apalis.
 //!
 //! # Layout
 //!
 //! - [`job`]: job values, the four operator states, the [`JobArgs`] trait (stable kind names).
-//! - [`enqueue`]: bulk, deduplicated inserts in one round trip; debounced wake-ups.
+//! - [`enqueue`]: bulk, deduplicated inserts in one round trip (rows, or a caller's `SELECT`);
+//!   debounced wake-ups.
 //! - [`claim`]: the batch claim (`FOR UPDATE SKIP LOCKED` feeding `UPDATE … RETURNING`) with the
 //!   cluster-wide per-group cap.
 //! - [`ack`]: batched completions (done, retry with persisted backoff, snooze, fail), fenced by
@@ -15,7 +16,13 @@
 //! - [`backend`]: the apalis `Backend` and the layer that reports outcomes.
 //! - [`inspect`]: stats, listings, requeue, prune for operators.
 //!
-//! The state machine and each statement's locking are documented in `docs/queue.md`.
+//! - [`settings`]: what producers, workers and operators must agree on, with named defaults.
+//! - [`metrics`]: attempts per kind and outcome, durations, attempts in flight.
+//!
+//! The state machine and each statement's locking are documented in `docs/queue.md`. This crate
+//! knows nothing of links, HTTP or the application's configuration, and it is the only code that
+//! writes `queue_jobs` (the application reads a lease's validity through the
+//! `queue_lease_held` SQL function of the queue's schema).
 
 pub mod ack;
 pub mod backend;
@@ -26,15 +33,18 @@ pub mod enqueue;
 pub mod inspect;
 pub mod job;
 pub mod maintenance;
+pub mod metrics;
 pub mod registry;
+pub mod settings;
 
 pub use ack::{Completion, Outcome};
 pub use backend::{JobError, PgBackend};
 pub use backoff::RetryPolicy;
 pub use engine::{Engine, EngineConfig};
-pub use enqueue::{EnqueueReport, Queue, insert_many};
+pub use enqueue::{EnqueueReport, EnqueueSelect, Queue, SelectReport, insert_many, insert_select};
 pub use inspect::{JobFilter, JobSummary, KindStats, QueueStats, RequeueReport};
 pub use job::{ClaimedJob, DecodeError, JobArgs, JobLease, JobReport, JobState, NewJob, ReportSlot};
+pub use settings::QueueSettings;
 
 /// Channel the enqueuers `NOTIFY` and the workers `LISTEN` on.
 pub const NOTIFY_CHANNEL: &str = "linkpulse_jobs";

@@ -32,7 +32,7 @@ use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use super::{ClaimedJob, Completion, NOTIFY_CHANNEL, QueueError, ack, claim, maintenance, registry};
-use crate::config::QueueSettings;
+use crate::settings::QueueSettings;
 
 /// Session settings the engine's pool should carry, for the claim. On a table without statistics
 /// (fresh, or just bulk-loaded) the planner otherwise guesses few queued rows and sorts *all* of
@@ -219,7 +219,7 @@ impl Engine {
 
     /// Finishes the shutdown once no handler is running: flushes completions, releases any lease
     /// still held (a drain that ran out of grace), stops the heartbeat and deregisters.
-    /// Called by the backend's `poll_close` and by [`crate::shutdown::run_until_drained`]; the
+    /// Called by the backend's `poll_close` and by `linkpulse_shared::shutdown::run_until_drained`; the
     /// second caller waits for the first one's shutdown instead of repeating it.
     pub async fn shutdown(&self) {
         let inner = self.inner.clone();

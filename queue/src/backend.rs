@@ -303,24 +303,8 @@ fn outcome_of(error: &(dyn std::error::Error + Send + Sync + 'static)) -> Outcom
         };
     }
     Outcome::Retry {
-        error: error_chain(error),
+        error: linkpulse_util::errors::error_chain(error),
     }
-}
-
-/// `error: cause: cause` — the whole chain, since a bare top-level message ("request failed")
-/// rarely tells an operator what went wrong.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 fn panic_message(panic: &(dyn Any + Send)) -> String {
