@@ -93,8 +93,10 @@ pub async fn measure(pool: &PgPool, database_url: &str, links: i64, settings: &C
     let (second_cycle, second) = timed(run_cycle(pool, &producer_settings))
         .await
         .context("second cycle")?;
-    ensure_enqueued("second cycle", second, 0, expected)?;
-    tracing::info!(seconds = secs(second_cycle), skipped = expected, "second cycle");
+    // Every due link already has a queued job: the fair selection skips them all before the
+    // insert, so nothing is selected, enqueued or skipped on conflict.
+    ensure_enqueued("second cycle", second, 0, 0)?;
+    tracing::info!(seconds = secs(second_cycle), queued_already = expected, "second cycle");
 
     empty_queue(pool).await?;
     let (bare_insert, inserted) = timed(sqlx::query(BARE_INSERT).bind(CHECK_AFTER.as_secs_f64()).execute(pool))

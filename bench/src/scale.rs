@@ -108,7 +108,10 @@ pub async fn measure(pool: &PgPool, scratch_url: &str) -> anyhow::Result<Scale> 
     let started = Instant::now();
     run_cycle(pool, &producer_settings).await.context("producer cycle")?;
     let elapsed = links::wait_until_drained(pool, &mut children, urls, started).await?;
-    let latencies = trickle_phase(pool, port, trickle, &producer_settings).await?;
+    // The trickle's cycles must find only the new link: the backlog's links were just checked.
+    let mut trickle_settings = producer_settings.clone();
+    trickle_settings.check_after = Duration::from_secs(24 * 3600);
+    let latencies = trickle_phase(pool, port, trickle, &trickle_settings).await?;
     stop.cancel();
     sampler.await.context("connection sampler")??;
     links::stop_workers(&mut children).await?;

@@ -48,7 +48,13 @@ impl RunningWorker {
             )
             .await
             .context("connecting the queue engine")?;
-        let engine = Engine::start(engine_pool, config.clone())
+        // And, as a worker's handler connection, one for the acknowledgements.
+        let ack_pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(linkpulse_shared::db::WORKER_HANDLER_CONNECTIONS)
+            .connect_with(pool.connect_options().as_ref().clone())
+            .await
+            .context("connecting the acknowledgements")?;
+        let engine = Engine::start_with_ack_pool(engine_pool, ack_pool, config.clone())
             .await
             .context("starting the queue engine")?;
         let backend = PgBackend::<Noop>::new(engine.clone(), config);

@@ -38,13 +38,6 @@ const _: () = assert!(
     LEADER_CHECK_INTERVAL.as_secs() + LEADER_STATEMENT_DEADLINE.as_secs() < LEADER_IDLE_SESSION_TIMEOUT.as_secs()
 );
 
-/// `leader_lock_held`: whether this session holds the leader's advisory lock, read from
-/// `pg_locks` (a bigint key is stored as its high and low 32 bits, `objsubid` 1). A connection
-/// that merely answers is not enough: the lock is what excludes the other replicas.
-const LEADER_LOCK_HELD: &str = "SELECT EXISTS (SELECT 1 FROM pg_locks \
-     WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted AND objsubid = 1 \
-       AND classid = (($1::int8 >> 32) & 4294967295)::oid AND objid = ($1::int8 & 4294967295)::oid)";
-
 /// SQLSTATE of an unknown setting: `idle_session_timeout` before PostgreSQL 14.
 const UNDEFINED_OBJECT: &str = "42704";
 
@@ -93,18 +86,14 @@ impl LeaderLock {
             None => self.conn.insert(connect(&self.options).await?),
         };
         if self.leading {
-            let (held,): (bool,) = sqlx::query_as(LEADER_LOCK_HELD)
-                .bind(LEADER_LOCK_KEY)
-                .fetch_one(&mut *conn)
-                .await?;
+            let held = leader_lock_held(conn).await?;
             if !held {
                 // Something ended our hold without ending the session: start afresh.
                 self.conn = None;
             }
             return Ok(held);
         }
-        let (won,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock($1)")
-            .bind(LEADER_LOCK_KEY)
+        let won = sqlx::query_scalar!(r#"SELECT pg_try_advisory_lock($1) AS "won!""#, LEADER_LOCK_KEY)
             .fetch_one(&mut *conn)
             .await?;
         Ok(won)
@@ -130,15 +119,27 @@ impl LeaderLock {
     }
 }
 
+/// `leader_lock_held`: whether this session holds the leader's advisory lock, read from
+/// `pg_locks` (a bigint key is stored as its high and low 32 bits, `objsubid` 1). A connection
+/// that merely answers is not enough: the lock is what excludes the other replicas.
+async fn leader_lock_held(conn: &mut PgConnection) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT EXISTS (SELECT 1 FROM pg_locks \
+         WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted AND objsubid = 1 \
+           AND classid = (($1::int8 >> 32) & 4294967295)::oid AND objid = ($1::int8 & 4294967295)::oid) AS \"held!\"",
+        LEADER_LOCK_KEY
+    )
+    .fetch_one(conn)
+    .await
+}
+
 /// Opens the lock's connection and bounds its idle life on the server.
 async fn connect(options: &PgConnectOptions) -> Result<PgConnection, sqlx::Error> {
     let mut conn = PgConnection::connect_with(options).await?;
     let timeout = format!("{}ms", LEADER_IDLE_SESSION_TIMEOUT.as_millis());
-    match sqlx::query("SELECT set_config('idle_session_timeout', $1, false)")
-        .bind(timeout)
-        .execute(&mut conn)
-        .await
-    {
+    // Through `Executor`: a checked query with a result column has no `execute` of its own.
+    let set = sqlx::query!("SELECT set_config('idle_session_timeout', $1, false)", timeout);
+    match sqlx::Executor::execute(&mut conn, set).await {
         Ok(_) => {}
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(UNDEFINED_OBJECT) => {
             tracing::warn!(

@@ -138,7 +138,14 @@ fn duration_ms(d: Duration) -> i64 {
 
 pub use linkpulse_util::text::storable;
 
-/// `job_complete_many`: every outcome of a batch in one statement.
+/// Writes a batch of completions in one round trip; returns how many were applied (the rest had
+/// lost their lease).
+///
+/// `executor` is a pool, a connection, or the caller's transaction: an application that must
+/// store a job's effect and its completion atomically runs its own write and this in one
+/// transaction, without SQL of its own on `queue_jobs`.
+///
+/// The statement, `job_complete_many`, writes every outcome of the batch at once.
 ///
 /// `result_class`, `status_code`, `result_detail` and `duration_ms` describe the latest attempt: the audit trail of
 /// a finished job, and what a retrying job found last time.
@@ -149,42 +156,6 @@ pub use linkpulse_util::text::storable;
 /// again, or a replayed acknowledgement after a snooze and a re-claim by the same worker, is
 /// refused instead of touching the newer lease. Leaving `running` clears the token and fires the
 /// slot-release trigger for grouped jobs.
-const JOB_COMPLETE_MANY: &str = r#"
-UPDATE queue_jobs j
-SET state = u.state,
-    run_at = CASE WHEN u.state = 'queued' THEN now() + make_interval(secs => u.delay_ms / 1000.0) ELSE j.run_at END,
-    attempts = j.attempts - CASE WHEN u.refund THEN 1 ELSE 0 END,
-    errors = CASE WHEN u.error IS NULL THEN j.errors
-                  ELSE j.errors || jsonb_build_array(jsonb_build_object(
-                      'attempt', j.attempts, 'at', now(), 'kind', u.error_kind, 'error', u.error))
-             END,
-    lease_owner = NULL,
-    lease_token = NULL,
-    finished_at = CASE WHEN u.state IN ('done', 'failed') THEN now() END,
-    result_class = u.result_class,
-    status_code = u.status_code,
-    result_detail = u.result_detail,
-    duration_ms = u.duration_ms
-FROM unnest($1::int8[], $2::uuid[], $3::int4[], $4::text[], $5::int8[], $6::bool[], $7::text[], $8::text[],
-            $9::text[], $10::int4[], $11::text[], $12::int4[], $13::uuid[])
-     AS u(id, owner, attempt, state, delay_ms, refund, error_kind, error, result_class, status_code, result_detail,
-          duration_ms, token)
-WHERE j.id = u.id
-  -- the batch's ids as an index condition: otherwise the join hashes every running job
-  -- (buffered ones included: thousands at high concurrency) to find the batch's hundred
-  AND j.id = ANY ($1)
-  AND j.state = 'running'
-  AND j.lease_token = u.token
-  AND j.lease_owner = u.owner
-  AND j.attempts = u.attempt
-"#;
-
-/// Writes a batch of completions in one round trip; returns how many were applied (the rest had
-/// lost their lease).
-///
-/// `executor` is a pool, a connection, or the caller's transaction: an application that must
-/// store a job's effect and its completion atomically runs its own write and this in one
-/// transaction, without SQL of its own on `queue_jobs`.
 ///
 /// # Errors
 ///
@@ -234,38 +205,62 @@ pub async fn complete_many<'e>(
         );
         tokens.push(completion.lease.token);
     }
-    let result = sqlx::query(JOB_COMPLETE_MANY)
-        .bind(ids)
-        .bind(owners)
-        .bind(attempts)
-        .bind(states)
-        .bind(delays)
-        .bind(refunds)
-        .bind(kinds)
-        .bind(errors)
-        .bind(results)
-        .bind(codes)
-        .bind(details)
-        .bind(durations)
-        .bind(tokens)
-        .execute(executor)
-        .await?;
+    // The overrides (`as &[…]`) bind arrays of borrowed or NULL-able elements: the same `text[]`
+    // and `int4[]` as the `Vec<String>` and `Vec<i32>` the macro's check expects.
+    let result = sqlx::query!(
+        r#"
+UPDATE queue_jobs j
+SET state = u.state,
+    run_at = CASE WHEN u.state = 'queued' THEN now() + make_interval(secs => u.delay_ms / 1000.0) ELSE j.run_at END,
+    attempts = j.attempts - CASE WHEN u.refund THEN 1 ELSE 0 END,
+    errors = CASE WHEN u.error IS NULL THEN j.errors
+                  ELSE j.errors || jsonb_build_array(jsonb_build_object(
+                      'attempt', j.attempts, 'at', now(), 'kind', u.error_kind, 'error', u.error))
+             END,
+    lease_owner = NULL,
+    lease_token = NULL,
+    finished_at = CASE WHEN u.state IN ('done', 'failed') THEN now() END,
+    result_class = u.result_class,
+    status_code = u.status_code,
+    result_detail = u.result_detail,
+    duration_ms = u.duration_ms
+FROM unnest($1::int8[], $2::uuid[], $3::int4[], $4::text[], $5::int8[], $6::bool[], $7::text[], $8::text[],
+            $9::text[], $10::int4[], $11::text[], $12::int4[], $13::uuid[])
+     AS u(id, owner, attempt, state, delay_ms, refund, error_kind, error, result_class, status_code, result_detail,
+          duration_ms, token)
+WHERE j.id = u.id
+  -- the batch's ids as an index condition: otherwise the join hashes every running job
+  -- (buffered ones included: thousands at high concurrency) to find the batch's hundred
+  AND j.id = ANY ($1)
+  AND j.state = 'running'
+  AND j.lease_token = u.token
+  AND j.lease_owner = u.owner
+  AND j.attempts = u.attempt
+"#,
+        &ids,
+        &owners,
+        &attempts,
+        &states as &[&str],
+        &delays,
+        &refunds,
+        &kinds as &[Option<&str>],
+        &errors as &[Option<String>],
+        &results as &[Option<String>],
+        &codes as &[Option<i32>],
+        &details as &[Option<String>],
+        &durations as &[Option<i32>],
+        &tokens,
+    )
+    .execute(executor)
+    .await?;
     Ok(result.rows_affected())
 }
 
-/// `job_release_many`: hands leased jobs back to the queue without counting the attempt (a
-/// draining worker's unstarted or interrupted jobs). Only the owner's leases are touched.
-const JOB_RELEASE_MANY: &str = r#"
-UPDATE queue_jobs
-SET state = 'queued',
-    attempts = greatest(attempts - 1, 0),
-    lease_owner = NULL,
-    lease_token = NULL,
-    run_at = now()
-WHERE id = ANY($1) AND state = 'running' AND lease_owner = $2
-"#;
-
 /// Releases `ids` leased by `owner` back to `queued`, refunding the attempt.
+///
+/// One statement, `job_release_many`, which hands leased jobs back to the queue without counting
+/// the attempt (a draining worker's unstarted or interrupted jobs). Only the owner's leases are
+/// touched.
 ///
 /// # Errors
 ///
@@ -274,11 +269,21 @@ pub async fn release_many(pool: &PgPool, owner: Uuid, ids: &[i64]) -> Result<u64
     if ids.is_empty() {
         return Ok(0);
     }
-    let result = sqlx::query(JOB_RELEASE_MANY)
-        .bind(ids)
-        .bind(owner)
-        .execute(pool)
-        .await?;
+    let result = sqlx::query!(
+        r#"
+UPDATE queue_jobs
+SET state = 'queued',
+    attempts = greatest(attempts - 1, 0),
+    lease_owner = NULL,
+    lease_token = NULL,
+    run_at = now()
+WHERE id = ANY($1) AND state = 'running' AND lease_owner = $2
+"#,
+        ids,
+        owner,
+    )
+    .execute(pool)
+    .await?;
     Ok(result.rows_affected())
 }
 
@@ -288,11 +293,11 @@ pub async fn release_many(pool: &PgPool, owner: Uuid, ids: &[i64]) -> Result<u64
 ///
 /// [`QueueError::Database`] if the statement fails.
 pub async fn release_all(pool: &PgPool, owner: Uuid) -> Result<u64, QueueError> {
-    let result = sqlx::query(
+    let result = sqlx::query!(
         "UPDATE queue_jobs SET state = 'queued', attempts = greatest(attempts - 1, 0), \
          lease_owner = NULL, lease_token = NULL, run_at = now() WHERE state = 'running' AND lease_owner = $1",
+        owner,
     )
-    .bind(owner)
     .execute(pool)
     .await?;
     Ok(result.rows_affected())

@@ -5,7 +5,10 @@ use uuid::Uuid;
 
 use super::{ClaimedJob, QueueError};
 
-/// `job_claim_batch`.
+/// Leases up to `limit` ready jobs of `kinds` to `owner`, keeping every group under
+/// `group_limit` running jobs across all workers.
+///
+/// One statement, `job_claim_batch`.
 ///
 /// Locks, in order:
 /// 1. `used` counts the taken slots of each group once (the slots table holds one row per running
@@ -23,7 +26,27 @@ use super::{ClaimedJob, QueueError};
 /// 3. The final `UPDATE` leases the ungrouped candidates and the grouped ones that got a slot,
 ///    by primary key (`id = ANY(ARRAY(…))`), each under a fresh lease token.
 ///    The other candidates' row locks end with the statement and they stay queued.
-const JOB_CLAIM_BATCH: &str = r#"
+///
+/// # Errors
+///
+/// [`QueueError::Database`] if the statement fails; nothing is leased then.
+pub async fn claim_batch(
+    pool: &PgPool,
+    owner: Uuid,
+    kinds: &[&str],
+    limit: usize,
+    group_limit: u32,
+) -> Result<Vec<ClaimedJob>, QueueError> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    // `$4` is compared with counts, so the statement takes it as `int8`; the cap stays the
+    // `int4` range it always had.
+    let group_limit = i64::from(i32::try_from(group_limit.max(1)).unwrap_or(i32::MAX));
+    let jobs = sqlx::query_as!(
+        ClaimedJob,
+        r#"
 WITH used AS (
     SELECT group_key, count(*) AS n FROM queue_group_slots GROUP BY group_key
 ),
@@ -87,31 +110,16 @@ SET state = 'running',
 -- it against a scan of the whole table (4 ms at 20,000 jobs) instead of probing the primary key
 WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
 RETURNING j.id, j.kind, j.payload, j.attempts, j.max_attempts, j.group_key, j.trace_context,
-          j.created_at, j.run_at, j.lease_owner, j.lease_token, j.run_id
-"#;
-
-/// Leases up to `limit` ready jobs of `kinds` to `owner`, keeping every group under
-/// `group_limit` running jobs across all workers.
-///
-/// # Errors
-///
-/// [`QueueError::Database`] if the statement fails; nothing is leased then.
-pub async fn claim_batch(
-    pool: &PgPool,
-    owner: Uuid,
-    kinds: &[&str],
-    limit: usize,
-    group_limit: u32,
-) -> Result<Vec<ClaimedJob>, QueueError> {
-    if limit == 0 {
-        return Ok(Vec::new());
-    }
-    let jobs = sqlx::query_as::<_, ClaimedJob>(JOB_CLAIM_BATCH)
-        .bind(owner)
-        .bind(kinds)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .bind(i32::try_from(group_limit.max(1)).unwrap_or(i32::MAX))
-        .fetch_all(pool)
-        .await?;
+          j.created_at, j.run_at, j.lease_owner AS "lease_owner!", j.lease_token AS "lease_token!",
+          j.run_id AS "run_id!"
+"#,
+        owner,
+        // `&[&str]` is a `text[]` too: the override spares a `Vec<String>` per claim
+        kinds as &[&str],
+        limit,
+        group_limit,
+    )
+    .fetch_all(pool)
+    .await?;
     Ok(jobs)
 }

@@ -85,6 +85,9 @@ struct Inner {
     /// Claims, acknowledgements, heartbeats and maintenance: one connection is enough (see
     /// [`CLAIM_SESSION_OPTIONS`] and `docs/queue.md`, "Connection footprint").
     pool: PgPool,
+    /// Acknowledgements and releases: the engine's pool, or one of their own
+    /// ([`Engine::start_with_ack_pool`]).
+    ack_pool: PgPool,
     /// The current worker identity: the owner of new leases. A new one replaces it when a rescue
     /// deleted this worker's row ([`rebirth`]); leases of a retired identity are never renewed.
     id: Mutex<Uuid>,
@@ -127,17 +130,34 @@ impl Engine {
     /// `pool` carries every statement of the engine: claims, acknowledgements, heartbeats and
     /// maintenance share it, overlapped with the handlers' work, so a pool of **one** connection
     /// serves any concurrency (plus the `LISTEN` connection the engine opens itself). Give its
-    /// connections [`CLAIM_SESSION_OPTIONS`].
+    /// connections [`CLAIM_SESSION_OPTIONS`]. [`Engine::start_with_ack_pool`] moves the
+    /// acknowledgements to a pool of their own.
     ///
     /// # Errors
     ///
     /// [`QueueError::Database`] if the worker cannot be registered.
     pub async fn start(pool: PgPool, config: EngineConfig) -> Result<Self, QueueError> {
+        Self::start_with_ack_pool(pool.clone(), pool, config).await
+    }
+
+    /// [`Engine::start`], with the acknowledgements (and the releases of a drain) on `ack_pool`.
+    ///
+    /// Claims and acknowledgements on one connection take turns: each waits for the other's
+    /// round trip, and at low concurrency, where both are frequent and small, that cost the no-op
+    /// benchmark about a fifth of its jobs per second. On two connections they overlap again. A
+    /// worker passes its handlers' connection (batched write-backs, which come right before the
+    /// acknowledgements of the same jobs), so it still opens three connections in all.
+    ///
+    /// # Errors
+    ///
+    /// [`QueueError::Database`] if the worker cannot be registered.
+    pub async fn start_with_ack_pool(pool: PgPool, ack_pool: PgPool, config: EngineConfig) -> Result<Self, QueueError> {
         let id = Uuid::new_v4();
         registry::register(&pool, id, &config.name).await?;
         let (acks, ack_rx) = mpsc::unbounded_channel();
         let inner = Arc::new(Inner {
             pool,
+            ack_pool,
             id: Mutex::new(id),
             healthy_since: Mutex::new(None),
             config,
@@ -260,7 +280,7 @@ async fn release_unstarted(inner: &Inner, jobs: Vec<ClaimedJob>) {
         by_owner.entry(job.lease_owner).or_default().push(job.id);
     }
     for (owner, ids) in by_owner {
-        match ack::release_many(&inner.pool, owner, &ids).await {
+        match ack::release_many(&inner.ack_pool, owner, &ids).await {
             Ok(n) => tracing::info!(released = n, "released unstarted jobs"),
             Err(error) => tracing::warn!(%error, "failed to release unstarted jobs; they will be rescued"),
         }
@@ -442,7 +462,7 @@ async fn write_completions(inner: Arc<Inner>, mut rx: mpsc::UnboundedReceiver<Co
                 Err(_) => break,
             }
         }
-        match ack::complete_many(&inner.pool, &pending, &policy).await {
+        match ack::complete_many(&inner.ack_pool, &pending, &policy).await {
             Ok(applied) => {
                 let refused = pending.len() as u64 - applied;
                 if refused > 0 {

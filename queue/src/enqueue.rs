@@ -100,29 +100,6 @@ where
     Ok(SelectReport { selected, inserted })
 }
 
-/// `job_insert_many`: one statement for any number of jobs.
-///
-/// Locks: inserts take the unique-index entry of each `(kind, dedupe_key)`; a concurrent insert of
-/// the same key waits for this transaction and then skips (`ON CONFLICT DO NOTHING`). Rows are
-/// inserted in `(kind, dedupe_key)` order (the caller sorts them) so two bulk inserts with
-/// overlapping keys wait on each other in the same order and cannot deadlock.
-/// `$9` adds a `pg_notify` to the statement, which PostgreSQL delivers at commit.
-const JOB_INSERT_MANY: &str = r#"
-WITH inserted AS (
-    INSERT INTO queue_jobs (kind, dedupe_key, group_key, payload, priority, run_at, max_attempts, trace_context)
-    SELECT u.kind, u.dedupe_key, u.group_key, u.payload, u.priority, coalesce(u.run_at, now()), u.max_attempts, u.trace_context
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::int2[], $6::timestamptz[], $7::int4[], $8::jsonb[])
-         WITH ORDINALITY AS u(kind, dedupe_key, group_key, payload, priority, run_at, max_attempts, trace_context, ord)
-    ORDER BY u.ord
-    ON CONFLICT (kind, dedupe_key) WHERE state IN ('queued', 'running') AND dedupe_key IS NOT NULL
-    DO NOTHING
-    RETURNING run_at
-)
-SELECT count(*) AS inserted,
-       CASE WHEN $9 AND bool_or(run_at <= now()) THEN pg_notify($10, '') IS NOT NULL END AS notified
-FROM inserted
-"#;
-
 /// Inserts `jobs` with `executor` (a pool, a connection or the caller's transaction), skipping
 /// any whose `(kind, dedupe_key)` is already queued or running, and notifies idle workers at
 /// commit. Inside a transaction the jobs become visible — and the workers are woken — only when the
@@ -138,6 +115,13 @@ where
     insert(executor, jobs, true).await
 }
 
+/// Inserts `jobs` in one statement whatever their number, `job_insert_many`; `notify` is its `$9`.
+///
+/// Locks: inserts take the unique-index entry of each `(kind, dedupe_key)`; a concurrent insert of
+/// the same key waits for this transaction and then skips (`ON CONFLICT DO NOTHING`). Rows are
+/// inserted in `(kind, dedupe_key)` order (the caller sorts them) so two bulk inserts with
+/// overlapping keys wait on each other in the same order and cannot deadlock.
+/// `$9` adds a `pg_notify` to the statement, which PostgreSQL delivers at commit.
 async fn insert<'e, E>(executor: E, jobs: &[NewJob], notify: bool) -> Result<EnqueueReport, QueueError>
 where
     E: PgExecutor<'e>,
@@ -166,19 +150,38 @@ where
         max_attempts.push(job.max_attempts.max(1));
         traces.push(job.trace_context.as_ref());
     }
-    let (inserted,): (i64,) = sqlx::query_as(JOB_INSERT_MANY)
-        .bind(kinds)
-        .bind(keys)
-        .bind(groups)
-        .bind(payloads)
-        .bind(priorities)
-        .bind(run_ats)
-        .bind(max_attempts)
-        .bind(traces)
-        .bind(notify)
-        .bind(NOTIFY_CHANNEL)
-        .fetch_one(executor)
-        .await?;
+    // The overrides (`as &[…]`) bind arrays of borrowed or NULL-able elements: the same arrays as
+    // the owned, non-null `Vec`s the macro's check expects.
+    let inserted = sqlx::query!(
+        r#"
+WITH inserted AS (
+    INSERT INTO queue_jobs (kind, dedupe_key, group_key, payload, priority, run_at, max_attempts, trace_context)
+    SELECT u.kind, u.dedupe_key, u.group_key, u.payload, u.priority, coalesce(u.run_at, now()), u.max_attempts, u.trace_context
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::int2[], $6::timestamptz[], $7::int4[], $8::jsonb[])
+         WITH ORDINALITY AS u(kind, dedupe_key, group_key, payload, priority, run_at, max_attempts, trace_context, ord)
+    ORDER BY u.ord
+    ON CONFLICT (kind, dedupe_key) WHERE state IN ('queued', 'running') AND dedupe_key IS NOT NULL
+    DO NOTHING
+    RETURNING run_at
+)
+SELECT count(*) AS "inserted!",
+       CASE WHEN $9 AND bool_or(run_at <= now()) THEN pg_notify($10, '') IS NOT NULL END AS notified
+FROM inserted
+"#,
+        &kinds as &[&str],
+        &keys as &[Option<&str>],
+        &groups as &[Option<&str>],
+        &payloads as &[&serde_json::Value],
+        &priorities,
+        &run_ats as &[Option<DateTime<Utc>>],
+        &max_attempts,
+        &traces as &[Option<&serde_json::Value>],
+        notify,
+        NOTIFY_CHANNEL,
+    )
+    .fetch_one(executor)
+    .await?
+    .inserted;
     let inserted = u64::try_from(inserted).unwrap_or(0);
     Ok(EnqueueReport {
         inserted,
@@ -243,8 +246,7 @@ impl Notifier {
         let (signal, mut wakes) = mpsc::channel::<()>(1);
         tokio::spawn(async move {
             while wakes.recv().await.is_some() {
-                if let Err(error) = sqlx::query("SELECT pg_notify($1, '')")
-                    .bind(NOTIFY_CHANNEL)
+                if let Err(error) = sqlx::query!("SELECT pg_notify($1, '')", NOTIFY_CHANNEL)
                     .execute(&pool)
                     .await
                 {

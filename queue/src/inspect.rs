@@ -39,33 +39,28 @@ pub struct QueueStats {
     pub kinds: BTreeMap<String, KindStats>,
 }
 
-/// `job_count_by_kind_state`: one pass over the kind/state index.
-const JOB_COUNT_BY_KIND_STATE: &str = r#"
-SELECT kind, state, count(*) AS n,
-       extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'queued' AND run_at <= now()))::float8 AS oldest
-FROM queue_jobs
-GROUP BY kind, state
-"#;
-
-/// `job_finished_last_day`: the finished-jobs index, last 24 hours only.
-const JOB_FINISHED_LAST_DAY: &str = r#"
-SELECT kind,
-       count(*) FILTER (WHERE state = 'done') AS done,
-       count(*) FILTER (WHERE state = 'failed') AS failed,
-       avg(duration_ms)::float8 AS mean_ms
-FROM queue_jobs
-WHERE state IN ('done', 'failed') AND finished_at > now() - interval '24 hours'
-GROUP BY kind
-"#;
-
 /// Counts jobs per kind × state, and what finished in the last 24 hours. `kinds` are always present in the result (with zeros), so a
 /// dashboard or alert sees a stable shape even on an empty queue.
+///
+/// Two statements: `job_count_by_kind_state`, one pass over the kind/state index, and
+/// `job_finished_last_day`, the finished-jobs index, last 24 hours only.
 ///
 /// # Errors
 ///
 /// [`QueueError::Database`] if the query fails.
 pub async fn stats(pool: &PgPool, kinds: &[&str]) -> Result<QueueStats, QueueError> {
-    let rows: Vec<(String, String, i64, Option<f64>)> = sqlx::query_as(JOB_COUNT_BY_KIND_STATE).fetch_all(pool).await?;
+    let rows = sqlx::query!(
+        r#"
+SELECT kind, state, count(*) AS "n!",
+       extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'queued' AND run_at <= now()))::float8 AS oldest
+FROM queue_jobs
+GROUP BY kind, state
+"#
+    )
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(|row| (row.kind, row.state, row.n, row.oldest));
     let mut stats = QueueStats::default();
     for kind in kinds {
         stats.kinds.entry((*kind).to_owned()).or_default();
@@ -83,7 +78,21 @@ pub async fn stats(pool: &PgPool, kinds: &[&str]) -> Result<QueueStats, QueueErr
             _ => {}
         }
     }
-    let finished: Vec<(String, i64, i64, Option<f64>)> = sqlx::query_as(JOB_FINISHED_LAST_DAY).fetch_all(pool).await?;
+    let finished = sqlx::query!(
+        r#"
+SELECT kind,
+       count(*) FILTER (WHERE state = 'done') AS "done!",
+       count(*) FILTER (WHERE state = 'failed') AS "failed!",
+       avg(duration_ms)::float8 AS mean_ms
+FROM queue_jobs
+WHERE state IN ('done', 'failed') AND finished_at > now() - interval '24 hours'
+GROUP BY kind
+"#
+    )
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(|row| (row.kind, row.done, row.failed, row.mean_ms));
     for (kind, done, failed, mean_ms) in finished {
         let entry = stats.kinds.entry(kind).or_default();
         entry.done_24h = done;
@@ -164,11 +173,22 @@ pub struct JobFilter {
     pub id: Option<i64>,
 }
 
-/// The columns of a [`JobSummary`].
-const JOB_SUMMARY_COLUMNS: &str = "id, kind, state, dedupe_key, group_key, attempts, max_attempts, run_at, created_at, \
-     started_at, finished_at, errors -> -1 ->> 'error' AS last_error, \
-     result_class, status_code, result_detail, duration_ms, payload, \
-     nullif(split_part(trace_context ->> 'traceparent', '-', 2), '') AS trace_id"; // traceparent = version-traceid-parentid-flags
+/// `sqlx::query_as!` of [`JobSummary`] rows: the statement is its literal parts joined by the
+/// columns of a [`JobSummary`] wherever `JOB_SUMMARY_COLUMNS` stands between two of them, so every
+/// listing selects the one list and the compiler checks each statement built with it.
+macro_rules! query_job_summaries {
+    ($first:literal $(, JOB_SUMMARY_COLUMNS, $rest:literal)* ; $($arg:expr),* $(,)?) => {
+        sqlx::query_as!(
+            JobSummary,
+            $first $(+ "id, kind, state, dedupe_key, group_key, attempts, max_attempts, run_at, created_at, \
+                 started_at, finished_at, errors -> -1 ->> 'error' AS last_error, \
+                 result_class, status_code, result_detail, duration_ms, payload, \
+                 nullif(split_part(trace_context ->> 'traceparent', '-', 2), '') AS trace_id" // traceparent = version-traceid-parentid-flags
+                 + $rest)*,
+            $($arg),*
+        )
+    };
+}
 
 /// The `limit` most recently finished jobs, done or failed, newest finish first: the audit trail's
 /// recent history. Each state is read backwards along `queue_jobs_finished_idx` and only the two
@@ -178,21 +198,26 @@ const JOB_SUMMARY_COLUMNS: &str = "id, kind, state, dedupe_key, group_key, attem
 ///
 /// [`QueueError::Database`] if the query fails.
 pub async fn recently_finished(pool: &PgPool, limit: i64) -> Result<Vec<JobSummary>, QueueError> {
-    // Only constants are spliced in: the column list and fixed SQL, no input.
-    let jobs = sqlx::query_as::<_, JobSummary>(sqlx::AssertSqlSafe(format!(
+    let jobs = query_job_summaries!(
+        // The outer list only says which columns are `NOT NULL`: a `UNION`'s columns have no
+        // table of origin, so the statement's description cannot tell.
         r#"
-        SELECT * FROM (
-            (SELECT {JOB_SUMMARY_COLUMNS} FROM queue_jobs WHERE state = 'done'
+        SELECT id AS "id!", kind AS "kind!", state AS "state!", dedupe_key, group_key,
+               attempts AS "attempts!", max_attempts AS "max_attempts!", run_at AS "run_at!",
+               created_at AS "created_at!", started_at, finished_at, last_error, result_class,
+               status_code, result_detail, duration_ms, payload AS "payload!", trace_id
+        FROM (
+            (SELECT "#, JOB_SUMMARY_COLUMNS, r#" FROM queue_jobs WHERE state = 'done'
              ORDER BY finished_at DESC LIMIT $1)
             UNION ALL
-            (SELECT {JOB_SUMMARY_COLUMNS} FROM queue_jobs WHERE state = 'failed'
+            (SELECT "#, JOB_SUMMARY_COLUMNS, r#" FROM queue_jobs WHERE state = 'failed'
              ORDER BY finished_at DESC LIMIT $1)
         ) finished
         ORDER BY finished_at DESC, id DESC
         LIMIT $1
-        "#
-    )))
-    .bind(limit.max(0))
+        "#;
+        limit.max(0),
+    )
     .fetch_all(pool)
     .await?;
     Ok(jobs)
@@ -204,10 +229,9 @@ pub async fn recently_finished(pool: &PgPool, limit: i64) -> Result<Vec<JobSumma
 ///
 /// [`QueueError::Database`] if the query fails.
 pub async fn list(pool: &PgPool, filter: &JobFilter, limit: i64) -> Result<Vec<JobSummary>, QueueError> {
-    // Only constants are spliced in: the column list and fixed SQL, no input.
-    let jobs = sqlx::query_as::<_, JobSummary>(sqlx::AssertSqlSafe(format!(
+    let jobs = query_job_summaries!(
         r#"
-        SELECT {JOB_SUMMARY_COLUMNS}
+        SELECT "#, JOB_SUMMARY_COLUMNS, r#"
         FROM queue_jobs
         WHERE ($1::text IS NULL OR state = $1)
           AND ($2::text IS NULL OR kind = $2)
@@ -216,14 +240,14 @@ pub async fn list(pool: &PgPool, filter: &JobFilter, limit: i64) -> Result<Vec<J
           AND ($6::int8 IS NULL OR id = $6)
         ORDER BY id DESC
         LIMIT $5
-        "#
-    )))
-    .bind(filter.state.map(JobState::as_str))
-    .bind(filter.kind.as_deref())
-    .bind(filter.dedupe_key.as_deref())
-    .bind(filter.older_than.map(|d| d.as_secs_f64()))
-    .bind(limit.max(0))
-    .bind(filter.id)
+        "#;
+        filter.state.map(JobState::as_str),
+        filter.kind.as_deref(),
+        filter.dedupe_key.as_deref(),
+        filter.older_than.map(|d| d.as_secs_f64()),
+        limit.max(0),
+        filter.id,
+    )
     .fetch_all(pool)
     .await?;
     Ok(jobs)
@@ -238,36 +262,15 @@ pub struct RequeueReport {
     pub skipped: u64,
 }
 
-/// `job_requeue_candidates`: the finished jobs a requeue moves, read without locking anything.
-/// Of several matches with one dedupe key only the newest, and none whose key already has an
-/// unfinished job, so the dedupe index holds (keyless jobs each stand alone). Returns their ids in
-/// ascending order and the number of matches.
-const JOB_REQUEUE_CANDIDATES: &str = r#"
-WITH matching AS (
-    SELECT id, kind, dedupe_key FROM queue_jobs
-    WHERE state = $1
-      AND ($2::text IS NULL OR kind = $2)
-      AND ($3::text IS NULL OR dedupe_key = $3)
-      AND ($4::float8 IS NULL OR finished_at < now() - make_interval(secs => $4))
-      AND ($5::int8 IS NULL OR id = $5)
-),
-chosen AS (
-    -- keyless jobs each form their own partition (the id), keyed ones one per key
-    SELECT DISTINCT ON (kind, dedupe_key IS NULL, coalesce(dedupe_key, id::text)) id
-    FROM matching m
-    WHERE m.dedupe_key IS NULL
-       OR NOT EXISTS (SELECT 1 FROM queue_jobs o
-                      WHERE o.kind = m.kind AND o.dedupe_key = m.dedupe_key AND o.state IN ('queued', 'running'))
-    ORDER BY kind, dedupe_key IS NULL, coalesce(dedupe_key, id::text), id DESC
-)
-SELECT coalesce((SELECT array_agg(id ORDER BY id) FROM chosen), '{}'::int8[]), (SELECT count(*) FROM matching)
-"#;
-
-/// `job_requeue_finished`: moves the finished jobs `$1` back to `queued`, attempts reset, errors
+/// `sqlx::query!` of `job_requeue_finished`, the one statement of the fast path's chunks and the
+/// safe path's single jobs: moves the finished jobs `$1` back to `queued`, attempts reset, errors
 /// kept as history, the latest attempt's result cleared — each only if it is still in state `$2`
 /// and no unfinished job has taken its dedupe key meanwhile. Locks those rows and, once updated,
 /// their keys.
-const JOB_REQUEUE_FINISHED: &str = r#"
+macro_rules! job_requeue_finished {
+    ($ids:expr, $state:expr) => {
+        sqlx::query!(
+            r#"
 UPDATE queue_jobs j
 SET state = 'queued', attempts = 0, run_at = now(), finished_at = NULL, lease_owner = NULL, lease_token = NULL,
     run_id = gen_random_uuid(), result_class = NULL, status_code = NULL, result_detail = NULL, duration_ms = NULL
@@ -275,16 +278,12 @@ WHERE j.id = ANY($1) AND j.state = $2
   AND (j.dedupe_key IS NULL
        OR NOT EXISTS (SELECT 1 FROM queue_jobs o
                       WHERE o.kind = j.kind AND o.dedupe_key = j.dedupe_key AND o.state IN ('queued', 'running')))
-"#;
-
-/// `job_requeue_bound_waits`: bounds the rest of this transaction below the server's
-/// `deadlock_timeout`: each statement to half of it, each lock wait to `$1` ms (at most a quarter
-/// of it). See [`requeue`] for why.
-const JOB_REQUEUE_BOUND_WAITS: &str = r#"
-SELECT set_config('statement_timeout', greatest(1, s.setting::int / 2)::text, true),
-       set_config('lock_timeout', greatest(1, least($1, s.setting::int / 4))::text, true)
-FROM pg_settings s WHERE s.name = 'deadlock_timeout'
-"#;
+"#,
+            $ids,
+            $state,
+        )
+    };
+}
 
 /// Jobs requeued by one statement of the fast path: about 15 ms of work, far inside any
 /// `deadlock_timeout`.
@@ -310,6 +309,11 @@ const REQUEUE_RETRIES: u32 = 3;
 /// which holds at most one key and so cannot take part in a deadlock at all, whatever order the
 /// other writers use. Chunks already committed stay requeued if a later one fails.
 ///
+/// The jobs are chosen first, without locking anything, by `job_requeue_candidates`: of several
+/// matches with one dedupe key only the newest, and none whose key already has an unfinished job,
+/// so the dedupe index holds (keyless jobs each stand alone). It returns their ids in ascending
+/// order and the number of matches.
+///
 /// # Errors
 ///
 /// [`QueueError::NotFinished`] for `queued`/`running`; [`QueueError::Database`] if a statement
@@ -318,14 +322,37 @@ pub async fn requeue(pool: &PgPool, state: JobState, filter: &JobFilter) -> Resu
     if !matches!(state, JobState::Failed | JobState::Done) {
         return Err(QueueError::NotFinished(state));
     }
-    let (ids, matched): (Vec<i64>, i64) = sqlx::query_as(JOB_REQUEUE_CANDIDATES)
-        .bind(state.as_str())
-        .bind(filter.kind.as_deref())
-        .bind(filter.dedupe_key.as_deref())
-        .bind(filter.older_than.map(|d| d.as_secs_f64()))
-        .bind(filter.id)
-        .fetch_one(pool)
-        .await?;
+    let candidates = sqlx::query!(
+        r#"
+WITH matching AS (
+    SELECT id, kind, dedupe_key FROM queue_jobs
+    WHERE state = $1
+      AND ($2::text IS NULL OR kind = $2)
+      AND ($3::text IS NULL OR dedupe_key = $3)
+      AND ($4::float8 IS NULL OR finished_at < now() - make_interval(secs => $4))
+      AND ($5::int8 IS NULL OR id = $5)
+),
+chosen AS (
+    -- keyless jobs each form their own partition (the id), keyed ones one per key
+    SELECT DISTINCT ON (kind, dedupe_key IS NULL, coalesce(dedupe_key, id::text)) id
+    FROM matching m
+    WHERE m.dedupe_key IS NULL
+       OR NOT EXISTS (SELECT 1 FROM queue_jobs o
+                      WHERE o.kind = m.kind AND o.dedupe_key = m.dedupe_key AND o.state IN ('queued', 'running'))
+    ORDER BY kind, dedupe_key IS NULL, coalesce(dedupe_key, id::text), id DESC
+)
+SELECT coalesce((SELECT array_agg(id ORDER BY id) FROM chosen), '{}'::int8[]) AS "ids!",
+       (SELECT count(*) FROM matching) AS "matched!"
+"#,
+        state.as_str(),
+        filter.kind.as_deref(),
+        filter.dedupe_key.as_deref(),
+        filter.older_than.map(|d| d.as_secs_f64()),
+        filter.id,
+    )
+    .fetch_one(pool)
+    .await?;
+    let (ids, matched) = (candidates.ids, candidates.matched);
     let mut requeued = 0_u64;
     if !ids.is_empty() {
         let mut conn = pool.acquire().await?;
@@ -343,8 +370,7 @@ pub async fn requeue(pool: &PgPool, state: JobState, filter: &JobFilter) -> Resu
             };
         }
         if requeued > 0 {
-            let _ = sqlx::query("SELECT pg_notify($1, '')")
-                .bind(super::NOTIFY_CHANNEL)
+            let _ = sqlx::query!("SELECT pg_notify($1, '')", super::NOTIFY_CHANNEL)
                 .execute(&mut *conn)
                 .await;
         }
@@ -363,15 +389,24 @@ fn is_contention(code: Option<&str>) -> bool {
 }
 
 /// The fast path: `ids` in one statement, with its waits bounded.
+///
+/// `job_requeue_bound_waits` bounds the rest of this transaction below the server's
+/// `deadlock_timeout`: each statement to half of it, each lock wait to `$1` ms (at most a quarter
+/// of it). See [`requeue`] for why.
 async fn requeue_chunk(conn: &mut sqlx::PgConnection, ids: &[i64], state: JobState) -> Result<u64, sqlx::Error> {
     let mut tx = sqlx::Connection::begin(conn).await?;
-    sqlx::query(JOB_REQUEUE_BOUND_WAITS)
-        .bind(REQUEUE_LOCK_WAIT_MS)
-        .execute(&mut *tx)
-        .await?;
-    let moved = sqlx::query(JOB_REQUEUE_FINISHED)
-        .bind(ids)
-        .bind(state.as_str())
+    sqlx::query!(
+        r#"
+SELECT set_config('statement_timeout', greatest(1, s.setting::int / 2)::text, true) AS statement_timeout,
+       set_config('lock_timeout', greatest(1, least($1, s.setting::int / 4))::text, true) AS lock_timeout
+FROM pg_settings s WHERE s.name = 'deadlock_timeout'
+"#,
+        REQUEUE_LOCK_WAIT_MS,
+    )
+    // its one row, the settings as set, is of no use
+    .fetch_all(&mut *tx)
+    .await?;
+    let moved = job_requeue_finished!(ids, state.as_str())
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -382,11 +417,10 @@ async fn requeue_chunk(conn: &mut sqlx::PgConnection, ids: &[i64], state: JobSta
 /// The safe path: job `id` alone, in its own transaction; returns 1 if it moved, 0 if it was no
 /// longer finished in `state` or its key was taken.
 async fn requeue_one(conn: &mut sqlx::PgConnection, id: i64, state: JobState) -> Result<u64, sqlx::Error> {
+    let ids = [id];
     let mut retries = 0;
     loop {
-        let result = sqlx::query(JOB_REQUEUE_FINISHED)
-            .bind([id].as_slice())
-            .bind(state.as_str())
+        let result = job_requeue_finished!(ids.as_slice(), state.as_str())
             .execute(&mut *conn)
             .await;
         match result {

@@ -16,23 +16,39 @@ pub const MAINTENANCE_LOCK_KEY: i64 = 0x006c_706d_6169_6e74;
 /// nothing: another worker's pass runs at most this plus one period later.
 pub const MAINTENANCE_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// `maintenance_lock_try`: bounds this transaction's idle time (`SET LOCAL`, `$2`), then tries
-/// the transaction-level maintenance lock `$1` without waiting.
-const MAINTENANCE_LOCK_TRY: &str =
-    "SELECT set_config('idle_in_transaction_session_timeout', $2, true), pg_try_advisory_xact_lock($1)";
+/// Ceilings passed to `job_rescue_lost`: attempt 31 and later reuse the last one (the policy
+/// caps its exponent at 30 too).
+const RESCUE_CEILINGS: i32 = 31;
 
-/// `job_rescue_lost`.
+/// Rescues jobs of workers silent for longer than `rescue_after`, each queued again after
+/// `policy`'s backoff for its attempt; returns how many.
 ///
-/// Deletes the rows of workers silent for longer than `$1` seconds, then takes back every running
-/// job whose owner is one of them or has no row at all (a worker that was deregistered while
-/// holding leases). The attempt stays counted: a job that keeps killing its worker ends `failed`
-/// instead of looping, and it waits out the retry policy's backoff like any failed attempt, so it
-/// does not take down the next worker at once. `$2` holds the policy's ceilings for attempts 1, 2,
-/// …, the last one repeating (computed in Rust by [`RetryPolicy::ceiling`], so the formula lives
-/// in one place); half of the ceiling is jittered here. The audit columns say what the lost
-/// attempt found: nothing (`error`), with the same reason as its `lost` error. Locks the dead
-/// workers' rows and the rescued job rows; the slot-release trigger frees their group slots.
-const JOB_RESCUE_LOST: &str = r#"
+/// One statement, `job_rescue_lost`: deletes the rows of workers silent for longer than `$1`
+/// seconds, then takes back every running job whose owner is one of them or has no row at all (a
+/// worker that was deregistered while holding leases). The attempt stays counted: a job that keeps
+/// killing its worker ends `failed` instead of looping, and it waits out the retry policy's backoff
+/// like any failed attempt, so it does not take down the next worker at once. `$2` holds the
+/// policy's ceilings for attempts 1, 2, …, the last one repeating (computed in Rust by
+/// [`RetryPolicy::ceiling`], so the formula lives in one place); half of the ceiling is jittered
+/// here. The audit columns say what the lost attempt found: nothing (`error`), with the same reason
+/// as its `lost` error. Locks the dead workers' rows and the rescued job rows; the slot-release
+/// trigger frees their group slots. `$2` is cast to `float8[]` where it is first subscripted: the
+/// compile-time check prepares the statement without values, and nothing else tells PostgreSQL its
+/// type.
+///
+/// # Errors
+///
+/// [`QueueError::Database`] if the statement fails.
+pub async fn rescue_lost<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
+    rescue_after: Duration,
+    policy: &RetryPolicy,
+) -> Result<u64, QueueError> {
+    let ceilings: Vec<f64> = (1..=RESCUE_CEILINGS)
+        .map(|attempt| policy.ceiling(attempt).min(super::ack::MAX_SNOOZE).as_secs_f64())
+        .collect();
+    let result = sqlx::query!(
+        r#"
 WITH dead AS (
     DELETE FROM queue_workers WHERE heartbeat_at < now() - make_interval(secs => $1) RETURNING id
 )
@@ -41,7 +57,7 @@ SET state = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'queued' E
     finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
     run_at = CASE WHEN j.attempts >= j.max_attempts THEN j.run_at
                   ELSE now() + make_interval(secs =>
-                      $2[least(greatest(j.attempts, 1), array_length($2, 1))] * (0.5 + random() / 2))
+                      ($2::float8[])[least(greatest(j.attempts, 1), array_length($2, 1))] * (0.5 + random() / 2))
              END,
     lease_owner = NULL,
     lease_token = NULL,
@@ -55,50 +71,21 @@ SET state = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'queued' E
 WHERE j.state = 'running'
   AND (j.lease_owner IN (SELECT id FROM dead)
        OR NOT EXISTS (SELECT 1 FROM queue_workers w WHERE w.id = j.lease_owner))
-"#;
-
-/// Ceilings passed to `job_rescue_lost`: attempt 31 and later reuse the last one (the policy
-/// caps its exponent at 30 too).
-const RESCUE_CEILINGS: i32 = 31;
-
-/// `job_prune_finished`: one bounded batch of finished jobs of one state past retention, oldest
-/// first. `SKIP LOCKED` keeps it out of the way of an operator requeueing the same rows.
-const JOB_PRUNE_FINISHED: &str = r#"
-DELETE FROM queue_jobs
-WHERE id IN (
-    SELECT id FROM queue_jobs
-    WHERE state = $1 AND finished_at < now() - make_interval(secs => $2)
-    ORDER BY finished_at
-    LIMIT $3
-    FOR UPDATE SKIP LOCKED
-)
-"#;
-
-/// Rescues jobs of workers silent for longer than `rescue_after`, each queued again after
-/// `policy`'s backoff for its attempt; returns how many.
-///
-/// # Errors
-///
-/// [`QueueError::Database`] if the statement fails.
-pub async fn rescue_lost<'c>(
-    executor: impl sqlx::PgExecutor<'c>,
-    rescue_after: Duration,
-    policy: &RetryPolicy,
-) -> Result<u64, QueueError> {
-    let result = sqlx::query(JOB_RESCUE_LOST)
-        .bind(rescue_after.as_secs_f64())
-        .bind(
-            (1..=RESCUE_CEILINGS)
-                .map(|attempt| policy.ceiling(attempt).min(super::ack::MAX_SNOOZE).as_secs_f64())
-                .collect::<Vec<_>>(),
-        )
-        .execute(executor)
-        .await?;
+"#,
+        rescue_after.as_secs_f64(),
+        &ceilings,
+    )
+    .execute(executor)
+    .await?;
     Ok(result.rows_affected())
 }
 
 /// Deletes `done` jobs finished before `retain_done` ago and `failed` ones before
 /// `retain_failed` ago, in batches of `batch`, at most `max_batches` per state. Returns how many.
+///
+/// Each batch is one statement, `job_prune_finished`: one bounded batch of finished jobs of one
+/// state past retention, oldest first. `SKIP LOCKED` keeps it out of the way of an operator
+/// requeueing the same rows.
 ///
 /// # Errors
 ///
@@ -113,13 +100,24 @@ pub async fn prune_finished(
     let mut total = 0;
     for (state, retain) in [("done", retain_done), ("failed", retain_failed)] {
         for _ in 0..max_batches {
-            let deleted = sqlx::query(JOB_PRUNE_FINISHED)
-                .bind(state)
-                .bind(retain.as_secs_f64())
-                .bind(batch)
-                .execute(&mut *conn)
-                .await?
-                .rows_affected();
+            let deleted = sqlx::query!(
+                r#"
+DELETE FROM queue_jobs
+WHERE id IN (
+    SELECT id FROM queue_jobs
+    WHERE state = $1 AND finished_at < now() - make_interval(secs => $2)
+    ORDER BY finished_at
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+"#,
+                state,
+                retain.as_secs_f64(),
+                batch,
+            )
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
             total += deleted;
             if deleted < u64::try_from(batch).unwrap_or(0) {
                 break;
@@ -136,6 +134,9 @@ pub async fn prune_finished(
 /// connection held for the pass, so it can never outlive a crashed worker, nor (through
 /// [`MAINTENANCE_IDLE_TIMEOUT`]) a worker whose node vanished mid-pass.
 ///
+/// The election is `maintenance_lock_try`, which bounds this transaction's idle time (`SET LOCAL`,
+/// `$2`), then tries the transaction-level maintenance lock `$1` without waiting.
+///
 /// # Errors
 ///
 /// [`QueueError::Database`] if a statement fails.
@@ -147,11 +148,14 @@ pub async fn run_once(
     retain_failed: Duration,
 ) -> Result<Option<(u64, u64)>, QueueError> {
     let mut tx = pool.begin().await?;
-    let (_, elected): (String, bool) = sqlx::query_as(MAINTENANCE_LOCK_TRY)
-        .bind(MAINTENANCE_LOCK_KEY)
-        .bind(format!("{}ms", MAINTENANCE_IDLE_TIMEOUT.as_millis()))
-        .fetch_one(&mut *tx)
-        .await?;
+    let elected = sqlx::query!(
+        r#"SELECT set_config('idle_in_transaction_session_timeout', $2, true), pg_try_advisory_xact_lock($1) AS "elected!""#,
+        MAINTENANCE_LOCK_KEY,
+        format!("{}ms", MAINTENANCE_IDLE_TIMEOUT.as_millis()),
+    )
+    .fetch_one(&mut *tx)
+    .await?
+    .elected;
     if !elected {
         return Ok(None);
     }

@@ -12,14 +12,14 @@ use super::QueueError;
 /// [`QueueError::Database`] if the insert fails.
 pub async fn register(pool: &PgPool, id: Uuid, name: &str) -> Result<(), QueueError> {
     let hostname = std::env::var("HOSTNAME").unwrap_or_else(|_| "unknown".to_owned());
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO queue_workers (id, name, hostname, pid) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()",
+        id,
+        name,
+        hostname,
+        i32::try_from(std::process::id()).unwrap_or(i32::MAX),
     )
-    .bind(id)
-    .bind(name)
-    .bind(hostname)
-    .bind(i32::try_from(std::process::id()).unwrap_or(i32::MAX))
     .execute(pool)
     .await?;
     Ok(())
@@ -33,11 +33,13 @@ pub async fn register(pool: &PgPool, id: Uuid, name: &str) -> Result<(), QueueEr
 ///
 /// [`QueueError::Database`] if the update fails.
 pub async fn heartbeat(pool: &PgPool, id: Uuid, draining: bool) -> Result<bool, QueueError> {
-    let result = sqlx::query("UPDATE queue_workers SET heartbeat_at = now(), draining = $2 WHERE id = $1")
-        .bind(id)
-        .bind(draining)
-        .execute(pool)
-        .await?;
+    let result = sqlx::query!(
+        "UPDATE queue_workers SET heartbeat_at = now(), draining = $2 WHERE id = $1",
+        id,
+        draining,
+    )
+    .execute(pool)
+    .await?;
     Ok(result.rows_affected() == 1)
 }
 
@@ -47,8 +49,7 @@ pub async fn heartbeat(pool: &PgPool, id: Uuid, draining: bool) -> Result<bool, 
 ///
 /// [`QueueError::Database`] if the delete fails.
 pub async fn deregister(pool: &PgPool, id: Uuid) -> Result<(), QueueError> {
-    sqlx::query("DELETE FROM queue_workers WHERE id = $1")
-        .bind(id)
+    sqlx::query!("DELETE FROM queue_workers WHERE id = $1", id)
         .execute(pool)
         .await?;
     Ok(())

@@ -61,14 +61,14 @@ impl HostPacer {
 ///
 /// If the statement fails.
 async fn start_cooldown(pool: &PgPool, host: &str, delay: Duration, reason: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "WITH expired AS (DELETE FROM host_cooldowns WHERE until < now() - interval '1 day')
          INSERT INTO host_cooldowns (host, until, reason) VALUES ($1, now() + make_interval(secs => $2), $3)
          ON CONFLICT (host) DO UPDATE SET until = greatest(host_cooldowns.until, excluded.until), reason = excluded.reason",
+        host,
+        delay.as_secs_f64(),
+        reason
     )
-    .bind(host)
-    .bind(delay.as_secs_f64())
-    .bind(reason)
     .execute(pool)
     .await?;
     Ok(())
@@ -127,15 +127,15 @@ impl Cooldowns {
         if self.is_stale() {
             let _one = self.refreshing.lock().await;
             if self.is_stale() {
-                let rows: Vec<(String, f64, String)> = sqlx::query_as(
-                    "SELECT host, extract(epoch FROM until - now())::float8, reason FROM host_cooldowns WHERE until > now()",
+                let rows = sqlx::query!(
+                    r#"SELECT host, extract(epoch FROM until - now())::float8 AS "secs!", reason FROM host_cooldowns WHERE until > now()"#,
                 )
                 .fetch_all(&self.pool)
                 .await?;
                 let now = Instant::now();
                 let mut hosts: HashMap<String, (Instant, String)> = rows
                     .into_iter()
-                    .map(|(host, secs, reason)| (host, (now + Duration::from_secs_f64(secs.max(0.0)), reason)))
+                    .map(|r| (r.host, (now + Duration::from_secs_f64(r.secs.max(0.0)), r.reason)))
                     .collect();
                 let mut snapshot = self.lock();
                 // A cool-down this process started while the query ran may be missing from its

@@ -34,8 +34,9 @@ pub async fn run(settings: Settings, concurrency: usize, stop: CancellationToken
     // Before the first job: the ack layer records into whatever recorder is installed then.
     linkpulse_shared::metrics::install();
     // Three connections whatever the concurrency (`db::worker_connections`): the engine's one
-    // (claims, acks, heartbeat, maintenance), the handlers' one (batched write-backs and short
-    // reads; never held across a fetch) and the engine's LISTEN. A scaled-out pool of workers
+    // (claims, heartbeat, maintenance), the handlers' one (batched write-backs, short reads and
+    // the batched acknowledgements, so claims and acks overlap; never held across a fetch) and
+    // the engine's LISTEN. A scaled-out pool of workers
     // stays under the server's connection limit.
     let pool = db::connect_engine(settings.database_url.expose_secret())
         .await
@@ -78,7 +79,7 @@ pub async fn run(settings: Settings, concurrency: usize, stop: CancellationToken
     let checks = CheckWriter::start(handler_pool.clone(), settings.failure_threshold);
     let state = Arc::new(AppState {
         checks,
-        pool: handler_pool,
+        pool: handler_pool.clone(),
         cooldowns,
         fetcher,
         github,
@@ -87,7 +88,7 @@ pub async fn run(settings: Settings, concurrency: usize, stop: CancellationToken
     });
     // Last, once nothing else can fail: registering starts the claims, and a worker that then
     // failed to start would leave its leased jobs waiting for a rescue with an attempt spent.
-    let engine = Engine::start(pool.clone(), config.clone())
+    let engine = Engine::start_with_ack_pool(pool.clone(), handler_pool.clone(), config.clone())
         .await
         .context("failed to register the worker")?;
     tracing::info!(addr = %health, concurrency, "worker ready");

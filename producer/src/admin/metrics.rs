@@ -53,11 +53,11 @@ pub async fn refresh(pool: &PgPool) -> anyhow::Result<()> {
         metrics::gauge!(QUEUE_OLDEST_QUEUED_AGE, "kind" => kind.clone())
             .set(s.oldest_queued_age_seconds.unwrap_or(0.0));
     }
-    let counts: Vec<(String, i64)> = sqlx::query_as("SELECT status, count(*) FROM links GROUP BY status")
+    let counts = sqlx::query!(r#"SELECT status, count(*) AS "n!" FROM links GROUP BY status"#)
         .fetch_all(pool)
         .await?;
     for status in STATUSES {
-        let n = counts.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
+        let n = counts.iter().find(|c| c.status == status).map_or(0, |c| c.n);
         #[allow(clippy::cast_precision_loss)]
         metrics::gauge!(LINKS, "status" => status).set(n as f64);
     }

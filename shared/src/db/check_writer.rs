@@ -229,11 +229,39 @@ impl BatchFailure {
     }
 }
 
-/// `link_record_check_many`: a batch of results in one statement. A link appears once per
+/// `link_record_check_many`: writes `batch`, a batch of results, in one statement; returns the
+/// job ids whose row changed. A link appears once per
 /// batch (one check of a link is queued or running at a time). A row is written only while its
 /// lease is the job's current one (`queue_lease_held`, the queue's function: a rescued attempt's
 /// late result is dropped) and once per run (`last_check_run`).
-const LINK_RECORD_CHECK_MANY: &str = r#"
+async fn write_batch(
+    pool: &PgPool,
+    threshold: i32,
+    timeout: Duration,
+    batch: &[&Pending],
+) -> Result<HashSet<i64>, BatchFailure> {
+    // Rows in link order (the nested-loop plan such batches get then locks in that order). Two
+    // batches share no link in practice; if they ever did and deadlocked, PostgreSQL aborts one,
+    // whose results are then written one by one.
+    let mut sorted: Vec<&Pending> = batch.to_vec();
+    sorted.sort_by_key(|p| p.link_id);
+    let link_ids: Vec<i64> = sorted.iter().map(|p| p.link_id).collect();
+    let job_ids: Vec<i64> = sorted.iter().map(|p| p.lease.job_id).collect();
+    let outcomes: Vec<&str> = sorted.iter().map(|p| p.record.outcome).collect();
+    let status_codes: Vec<Option<i32>> = sorted.iter().map(|p| p.record.status_code.map(i32::from)).collect();
+    // NUL in a server's reason must not fail the batch; a huge one is cut like job errors.
+    let errors: Vec<Option<String>> = sorted
+        .iter()
+        .map(|p| p.record.error.as_deref().map(linkpulse_util::text::storable))
+        .collect();
+    let counts: Vec<bool> = sorted.iter().map(|p| p.record.counts_as_failure).collect();
+    let trace_ids: Vec<Option<&str>> = sorted.iter().map(|p| p.trace_id.as_deref()).collect();
+    let tokens: Vec<uuid::Uuid> = sorted.iter().map(|p| p.lease.token).collect();
+    let runs: Vec<uuid::Uuid> = sorted.iter().map(|p| p.lease.run).collect();
+    // The arrays of nullable or borrowed elements are typed by hand: the macro's check expects
+    // owned, non-null elements for an array parameter.
+    let query = sqlx::query_scalar!(
+        r#"
 UPDATE links l
 SET last_checked_at = now(),
     last_check_job_id = u.job_id,
@@ -258,43 +286,19 @@ FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int4[], $5::text[], $6::bool
 WHERE l.id = u.link_id
   AND l.last_check_run IS DISTINCT FROM u.run
   AND queue_lease_held(u.job_id, u.token)
-RETURNING u.job_id
-"#;
-
-/// Writes `batch`; returns the job ids whose row changed.
-async fn write_batch(
-    pool: &PgPool,
-    threshold: i32,
-    timeout: Duration,
-    batch: &[&Pending],
-) -> Result<HashSet<i64>, BatchFailure> {
-    // Rows in link order (the nested-loop plan such batches get then locks in that order). Two
-    // batches share no link in practice; if they ever did and deadlocked, PostgreSQL aborts one,
-    // whose results are then written one by one.
-    let mut sorted: Vec<&Pending> = batch.to_vec();
-    sorted.sort_by_key(|p| p.link_id);
-    let query = sqlx::query_as::<_, (i64,)>(LINK_RECORD_CHECK_MANY)
-        .bind(sorted.iter().map(|p| p.link_id).collect::<Vec<_>>())
-        .bind(sorted.iter().map(|p| p.lease.job_id).collect::<Vec<_>>())
-        .bind(sorted.iter().map(|p| p.record.outcome).collect::<Vec<_>>())
-        .bind(
-            sorted
-                .iter()
-                .map(|p| p.record.status_code.map(i32::from))
-                .collect::<Vec<_>>(),
-        )
-        // NUL in a server's reason must not fail the batch; a huge one is cut like job errors.
-        .bind(
-            sorted
-                .iter()
-                .map(|p| p.record.error.as_deref().map(linkpulse_util::text::storable))
-                .collect::<Vec<_>>(),
-        )
-        .bind(sorted.iter().map(|p| p.record.counts_as_failure).collect::<Vec<_>>())
-        .bind(sorted.iter().map(|p| p.trace_id.as_deref()).collect::<Vec<_>>())
-        .bind(threshold)
-        .bind(sorted.iter().map(|p| p.lease.token).collect::<Vec<_>>())
-        .bind(sorted.iter().map(|p| p.lease.run).collect::<Vec<_>>());
+RETURNING u.job_id AS "job_id!"
+"#,
+        &link_ids,
+        &job_ids,
+        &outcomes as &[&str],
+        &status_codes as &[Option<i32>],
+        &errors as &[Option<String>],
+        &counts,
+        &trace_ids as &[Option<&str>],
+        threshold,
+        &tokens,
+        &runs,
+    );
     let rows = tokio::time::timeout(timeout, query.fetch_all(pool))
         .await
         .map_err(|_| BatchFailure {
@@ -303,5 +307,5 @@ async fn write_batch(
             connection_lost: false,
         })?
         .map_err(|e| BatchFailure::from_sqlx(&e))?;
-    Ok(rows.into_iter().map(|(id,)| id).collect())
+    Ok(rows.into_iter().collect())
 }

@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{PgPool, Postgres, QueryBuilder};
+use sqlx::PgPool;
 
 use crate::link_url::LinkUrl;
 
@@ -71,7 +71,7 @@ pub struct Link {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 struct LinkRow {
     id: i64,
     url: String,
@@ -136,10 +136,23 @@ impl From<LinkRow> for Link {
     }
 }
 
-const LINK_COLUMNS: &str = "id, url, host, status, title, description, favicon_url, image_url, site_name, \
-    github_owner, github_repo, github_stars, github_description, github_archived, github_pushed_at, \
-    consecutive_failures, last_status_code, last_outcome, last_error, last_checked_at, refreshed_at, \
-    last_trace_id, created_at, updated_at";
+/// `sqlx::query_as!(LinkRow, …)` of a statement that reads every column of [`LinkRow`]:
+/// `$head`, the column list, then `$tail`. One column list for every statement that returns
+/// links (`query_as!` takes only literals, so a `const` cannot hold it).
+macro_rules! query_links {
+    ($head:literal, $tail:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            LinkRow,
+            $head
+                + "id, url, host, status, title, description, favicon_url, image_url, site_name, \
+                   github_owner, github_repo, github_stars, github_description, github_archived, github_pushed_at, \
+                   consecutive_failures, last_status_code, last_outcome, last_error, last_checked_at, refreshed_at, \
+                   last_trace_id, created_at, updated_at"
+                + $tail
+            $(, $arg)*
+        )
+    };
+}
 
 /// A link to save, as its caller decided it: this table stores what it is given and parses no
 /// URL (which URLs are GitHub repositories is the caller's business).
@@ -170,19 +183,19 @@ pub async fn insert_many(pool: &PgPool, links: &[NewLink]) -> Result<Vec<String>
         .iter()
         .map(|l| l.github.as_ref().map(|(_, repo)| repo.as_str()))
         .collect();
-    let rows: Vec<(String,)> = sqlx::query_as(
+    sqlx::query_scalar!(
         "INSERT INTO links (url, host, github_owner, github_repo)
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
          ON CONFLICT (url) DO NOTHING
          RETURNING url",
+        &urls,
+        // Borrowed strings: the macro's check expects owned ones for `text[]`.
+        &hosts as &[&str],
+        &owners as &[Option<&str>],
+        &repos as &[Option<&str>],
     )
-    .bind(&urls)
-    .bind(&hosts)
-    .bind(&owners)
-    .bind(&repos)
     .fetch_all(pool)
-    .await?;
-    Ok(rows.into_iter().map(|(u,)| u).collect())
+    .await
 }
 
 /// Lists links, oldest first, optionally of one status.
@@ -191,12 +204,24 @@ pub async fn insert_many(pool: &PgPool, links: &[NewLink]) -> Result<Vec<String>
 ///
 /// If the query fails.
 pub async fn list(pool: &PgPool, status: Option<&str>, limit: i64) -> Result<Vec<Link>, sqlx::Error> {
-    let mut q: QueryBuilder<Postgres> = QueryBuilder::new(format!("SELECT {LINK_COLUMNS} FROM links"));
-    if let Some(status) = status {
-        q.push(" WHERE status = ").push_bind(status.to_owned());
-    }
-    q.push(" ORDER BY id LIMIT ").push_bind(limit.max(0));
-    let rows: Vec<LinkRow> = q.build_query_as().fetch_all(pool).await?;
+    // One checked statement per shape rather than a filter composed at run time.
+    let rows = match status {
+        Some(status) => {
+            query_links!(
+                "SELECT ",
+                " FROM links WHERE status = $1 ORDER BY id LIMIT $2",
+                status,
+                limit.max(0)
+            )
+            .fetch_all(pool)
+            .await?
+        }
+        None => {
+            query_links!("SELECT ", " FROM links ORDER BY id LIMIT $1", limit.max(0))
+                .fetch_all(pool)
+                .await?
+        }
+    };
     Ok(rows.into_iter().map(Link::from).collect())
 }
 
@@ -206,12 +231,18 @@ pub async fn list(pool: &PgPool, status: Option<&str>, limit: i64) -> Result<Vec
 ///
 /// If the query fails.
 pub async fn find(pool: &PgPool, id_or_url: &LinkRef) -> Result<Option<Link>, sqlx::Error> {
-    let mut q: QueryBuilder<Postgres> = QueryBuilder::new(format!("SELECT {LINK_COLUMNS} FROM links WHERE "));
-    match id_or_url {
-        LinkRef::Id(id) => q.push("id = ").push_bind(*id),
-        LinkRef::Url(url) => q.push("url = ").push_bind(url.clone()),
+    let row = match id_or_url {
+        LinkRef::Id(id) => {
+            query_links!("SELECT ", " FROM links WHERE id = $1", id)
+                .fetch_optional(pool)
+                .await?
+        }
+        LinkRef::Url(url) => {
+            query_links!("SELECT ", " FROM links WHERE url = $1", url)
+                .fetch_optional(pool)
+                .await?
+        }
     };
-    let row: Option<LinkRow> = q.build_query_as().fetch_optional(pool).await?;
     Ok(row.map(Link::from))
 }
 
@@ -244,14 +275,26 @@ impl LinkRef {
 ///
 /// If the statement fails.
 pub async fn activate(pool: &PgPool, link: &LinkRef) -> Result<Option<Link>, sqlx::Error> {
-    let mut q: QueryBuilder<Postgres> =
-        QueryBuilder::new("UPDATE links SET status = 'active', consecutive_failures = 0, updated_at = now() WHERE ");
-    match link {
-        LinkRef::Id(id) => q.push("id = ").push_bind(*id),
-        LinkRef::Url(url) => q.push("url = ").push_bind(url.clone()),
+    let row = match link {
+        LinkRef::Id(id) => {
+            query_links!(
+                "UPDATE links SET status = 'active', consecutive_failures = 0, updated_at = now() WHERE id = $1 RETURNING ",
+                "",
+                id
+            )
+            .fetch_optional(pool)
+            .await?
+        }
+        LinkRef::Url(url) => {
+            query_links!(
+                "UPDATE links SET status = 'active', consecutive_failures = 0, updated_at = now() WHERE url = $1 RETURNING ",
+                "",
+                url
+            )
+            .fetch_optional(pool)
+            .await?
+        }
     };
-    q.push(format!(" RETURNING {LINK_COLUMNS}"));
-    let row: Option<LinkRow> = q.build_query_as().fetch_optional(pool).await?;
     Ok(row.map(Link::from))
 }
 
@@ -382,7 +425,7 @@ pub async fn record_refresh(
     r: &RefreshRecord,
 ) -> Result<bool, sqlx::Error> {
     let gh = r.github.as_ref();
-    let result = sqlx::query(
+    let result = sqlx::query!(
         "UPDATE links
          SET title = coalesce($3, title),
              description = coalesce($4, description),
@@ -409,28 +452,28 @@ pub async fn record_refresh(
              last_trace_id = $19,
              updated_at = now()
          WHERE id = $1 AND last_refresh_run IS DISTINCT FROM $21 AND queue_lease_held($2, $20)",
+        link_id,
+        lease.job_id,
+        r.title.as_deref(),
+        r.description.as_deref(),
+        r.favicon_url.as_deref(),
+        r.image_url.as_deref(),
+        r.site_name.as_deref(),
+        r.http_etag.as_deref(),
+        r.http_last_modified.as_deref(),
+        gh.map(|g| g.owner.as_str()),
+        gh.map(|g| g.repo.as_str()),
+        gh.map(|g| g.stars),
+        gh.and_then(|g| g.description.as_deref()),
+        gh.map(|g| g.archived),
+        gh.and_then(|g| g.pushed_at),
+        gh.and_then(|g| g.etag.as_deref()),
+        r.repo_missing,
+        r.error.as_deref(),
+        crate::telemetry::current_trace_id(),
+        lease.token,
+        lease.run,
     )
-    .bind(link_id)
-    .bind(lease.job_id)
-    .bind(r.title.as_deref())
-    .bind(r.description.as_deref())
-    .bind(r.favicon_url.as_deref())
-    .bind(r.image_url.as_deref())
-    .bind(r.site_name.as_deref())
-    .bind(r.http_etag.as_deref())
-    .bind(r.http_last_modified.as_deref())
-    .bind(gh.map(|g| g.owner.as_str()))
-    .bind(gh.map(|g| g.repo.as_str()))
-    .bind(gh.map(|g| g.stars))
-    .bind(gh.and_then(|g| g.description.as_deref()))
-    .bind(gh.map(|g| g.archived))
-    .bind(gh.and_then(|g| g.pushed_at))
-    .bind(gh.and_then(|g| g.etag.as_deref()))
-    .bind(r.repo_missing)
-    .bind(r.error.as_deref())
-    .bind(crate::telemetry::current_trace_id())
-    .bind(lease.token)
-    .bind(lease.run)
     .execute(pool)
     .await;
     written(result)
@@ -457,10 +500,11 @@ pub struct CacheState {
 ///
 /// If the query fails.
 pub async fn cache_state(pool: &PgPool, link_id: i64) -> Result<Option<CacheState>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        CacheState,
         "SELECT http_etag, http_last_modified, github_owner, github_repo, github_etag FROM links WHERE id = $1",
+        link_id
     )
-    .bind(link_id)
     .fetch_optional(pool)
     .await
 }

@@ -233,10 +233,7 @@ mod tests {
     }
 
     fn repo(owner: &str, name: &str) -> RepoRef {
-        RepoRef {
-            owner: owner.into(),
-            repo: name.into(),
-        }
+        RepoRef::new(owner, name)
     }
 
     fn repo_json(full_name: &str) -> String {

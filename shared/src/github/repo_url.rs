@@ -47,6 +47,16 @@ pub struct RepoRef {
     pub repo: String,
 }
 
+impl RepoRef {
+    /// `owner/repo`.
+    pub fn new(owner: impl Into<String>, repo: impl Into<String>) -> Self {
+        Self {
+            owner: owner.into(),
+            repo: repo.into(),
+        }
+    }
+}
+
 impl fmt::Display for RepoRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.owner, self.repo)
@@ -109,10 +119,7 @@ mod tests {
     use super::*;
 
     fn repo(owner: &str, name: &str) -> RepoRef {
-        RepoRef {
-            owner: owner.into(),
-            repo: name.into(),
-        }
+        RepoRef::new(owner, name)
     }
 
     #[test]

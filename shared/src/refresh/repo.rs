@@ -99,10 +99,7 @@ mod tests {
     use crate::github::RepoInfo;
 
     fn repo(owner: &str, name: &str) -> RepoRef {
-        RepoRef {
-            owner: owner.into(),
-            repo: name.into(),
-        }
+        RepoRef::new(owner, name)
     }
 
     fn info(full_name: &str) -> RepoInfo {

@@ -84,7 +84,7 @@ async fn main() -> anyhow::Result<()> {
     let engine_pool = linkpulse_shared::db::connect_engine(&url)
         .await
         .context("failed to connect the engine")?;
-    let engine = Engine::start(engine_pool, config.clone()).await?;
+    let engine = Engine::start_with_ack_pool(engine_pool, pool.clone(), config.clone()).await?;
     let backend = PgBackend::<TestJob>::new(engine.clone(), config.clone());
     let worker = WorkerBuilder::new(config.name.clone())
         .backend(backend)

@@ -144,3 +144,19 @@ impl WorkerProcess {
         status.code()
     }
 }
+
+/// The lease of a job this test claimed itself (as the backend builds it for a handler).
+pub fn lease_of(claimed: &linkpulse_queue::ClaimedJob) -> linkpulse_queue::JobLease {
+    linkpulse_queue::JobLease {
+        job_id: claimed.id,
+        owner: claimed.lease_owner,
+        token: claimed.lease_token,
+        run: claimed.run_id,
+        attempt: claimed.attempts,
+        max_attempts: claimed.max_attempts,
+        kind: claimed.kind.clone(),
+        group_key: claimed.group_key.clone(),
+        trace_context: None,
+        run_at: claimed.run_at,
+    }
+}

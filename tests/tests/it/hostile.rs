@@ -111,8 +111,18 @@ pub(crate) struct ServiceProcess {
 }
 
 impl ServiceProcess {
+    /// `producer ARGS` with `env` (and none of the test's own `LINKPULSE_*`/`OTEL_*`).
     pub(crate) fn spawn(env: &[(&str, String)], args: &[&str]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_linkpulse-producer"));
+        Self::start(env!("CARGO_BIN_EXE_linkpulse-producer"), env, args)
+    }
+
+    /// `worker` with `env` (and none of the test's own `LINKPULSE_*`/`OTEL_*`).
+    pub(crate) fn spawn_worker(env: &[(&str, String)]) -> Self {
+        Self::start(env!("CARGO_BIN_EXE_linkpulse-worker"), env, &[])
+    }
+
+    fn start(bin: &str, env: &[(&str, String)], args: &[&str]) -> Self {
+        let mut command = Command::new(bin);
         command
             .args(args)
             .stdout(Stdio::null())
@@ -126,7 +136,7 @@ impl ServiceProcess {
         for (k, v) in env {
             command.env(k, v);
         }
-        let mut child = command.spawn().expect("spawn producer");
+        let mut child = command.spawn().expect("spawn the process");
         let lines = collect_lines(child.stderr.take().expect("stderr"));
         Self { child, lines }
     }
@@ -481,22 +491,6 @@ async fn no_secret_from_the_environment_or_a_links_query_reaches_logs_errors_api
 }
 
 impl ServiceProcess {
-    pub(crate) fn spawn_worker(env: &[(&str, String)]) -> Self {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_linkpulse-worker"));
-        command.stdout(Stdio::null()).stderr(Stdio::piped()).kill_on_drop(true);
-        for (name, _) in std::env::vars() {
-            if name.starts_with("OTEL_") || name.starts_with("LINKPULSE_") {
-                command.env_remove(name);
-            }
-        }
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let mut child = command.spawn().expect("spawn worker");
-        let lines = collect_lines(child.stderr.take().expect("stderr"));
-        Self { child, lines }
-    }
-
     /// SIGTERM (the process must still be running: it never exits on its own), wait for a clean
     /// exit, then check the logs it wrote for secrets.
     pub(crate) async fn stop(mut self) {

@@ -15,24 +15,9 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::app::TestApp;
-use crate::helpers::{enqueue, job, wait_for};
+use crate::helpers::{enqueue, job, lease_of, wait_for};
 
 const KINDS: &[&str] = &[TEST_KIND];
-
-fn lease_of(claimed: &linkpulse_queue::ClaimedJob) -> JobLease {
-    JobLease {
-        job_id: claimed.id,
-        owner: claimed.lease_owner,
-        token: claimed.lease_token,
-        run: claimed.run_id,
-        attempt: claimed.attempts,
-        max_attempts: claimed.max_attempts,
-        kind: claimed.kind.clone(),
-        group_key: claimed.group_key.clone(),
-        trace_context: None,
-        run_at: claimed.run_at,
-    }
-}
 
 async fn claim_one(pool: &PgPool, owner: Uuid) -> JobLease {
     let claimed = claim::claim_batch(pool, owner, KINDS, 1, 2).await.expect("claim");
@@ -147,10 +132,15 @@ async fn jobs_leased_to_a_registration_a_rescue_deleted_are_released_and_the_wor
     }
     let new = engine.id();
     assert_ne!(new, old, "the worker registered under a new id");
-    let rows: Vec<(Uuid,)> = sqlx::query_as("SELECT id FROM queue_workers WHERE name = 'raced'")
-        .fetch_all(&pool)
-        .await
-        .expect("workers");
+    // The registration follows the release: wait for it, then it is the only row of this worker.
+    let rows = wait_for(Duration::from_secs(10), "the worker to register again", || async {
+        let rows: Vec<(Uuid,)> = sqlx::query_as("SELECT id FROM queue_workers WHERE name = 'raced'")
+            .fetch_all(&pool)
+            .await
+            .expect("workers");
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await;
     assert_eq!(rows, vec![(new,)]);
     // A completion of the retired identity's lease is refused.
     let stale = Completion::new(lease_of(&claimed[0]), Outcome::Done);

@@ -4,28 +4,13 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use integration_tests::{TEST_KIND, TestJob};
-use linkpulse_queue::{Completion, JobLease, Outcome, RetryPolicy, ack, claim, maintenance, registry};
+use linkpulse_queue::{Completion, Outcome, RetryPolicy, ack, claim, maintenance, registry};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::helpers::{enqueue, job};
+use crate::helpers::{enqueue, job, lease_of};
 
 const KINDS: &[&str] = &[TEST_KIND];
-
-fn lease_of(claimed: &linkpulse_queue::ClaimedJob, owner: Uuid) -> JobLease {
-    JobLease {
-        job_id: claimed.id,
-        owner,
-        token: claimed.lease_token,
-        run: claimed.run_id,
-        attempt: claimed.attempts,
-        max_attempts: claimed.max_attempts,
-        kind: claimed.kind.clone(),
-        group_key: claimed.group_key.clone(),
-        trace_context: None,
-        run_at: claimed.run_at,
-    }
-}
 
 #[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
 async fn concurrent_claimers_never_get_the_same_job(pool: PgPool) {
@@ -132,7 +117,7 @@ async fn completion_of_a_rescued_attempt_is_refused(pool: PgPool) {
     assert_eq!(second.len(), 1);
 
     let policy = RetryPolicy::default();
-    let late = Completion::new(lease_of(&first[0], old_owner), Outcome::Done);
+    let late = Completion::new(lease_of(&first[0]), Outcome::Done);
     assert_eq!(
         ack::complete_many(&pool, &[late], &policy).await.expect("ack"),
         0,
@@ -140,7 +125,7 @@ async fn completion_of_a_rescued_attempt_is_refused(pool: PgPool) {
     );
     assert_eq!(job(&pool, ids[0]).await.0, "running", "the new attempt is untouched");
 
-    let current = Completion::new(lease_of(&second[0], new_owner), Outcome::Done);
+    let current = Completion::new(lease_of(&second[0]), Outcome::Done);
     assert_eq!(ack::complete_many(&pool, &[current], &policy).await.expect("ack"), 1);
     assert_eq!(job(&pool, ids[0]).await.0, "done");
 }
@@ -311,7 +296,7 @@ async fn the_group_cap_fills_the_free_slot_numbers_left_by_finished_jobs(pool: P
     assert_eq!(by_slot.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [1, 2, 3]);
     let done: Vec<Completion> = [&by_slot[0].1, &by_slot[2].1]
         .into_iter()
-        .map(|j| Completion::new(lease_of(j, owner), Outcome::Done))
+        .map(|j| Completion::new(lease_of(j), Outcome::Done))
         .collect();
     assert_eq!(
         ack::complete_many(&pool, &done, &RetryPolicy::default())

@@ -109,6 +109,10 @@ async fn a_killed_listener_connection_loses_no_job(pool: PgPool) {
         &[
             ("LINKPULSE_POLL_INTERVAL", "60s".into()),
             ("TEST_APPLICATION_NAME", app.into()),
+            // The engine's one connection shows its last statement: no heartbeat or maintenance
+            // pass may replace the claim there before `claimed_since` sees it.
+            ("LINKPULSE_HEARTBEAT_INTERVAL", "10s".into()),
+            ("LINKPULSE_RESCUE_AFTER", "30s".into()),
         ],
     )
     .await;
@@ -161,6 +165,8 @@ async fn the_poll_alone_starts_a_job_no_notification_announced(pool: PgPool) {
         &[
             ("LINKPULSE_POLL_INTERVAL", "1s".into()),
             ("TEST_APPLICATION_NAME", app.into()),
+            ("LINKPULSE_HEARTBEAT_INTERVAL", "10s".into()),
+            ("LINKPULSE_RESCUE_AFTER", "30s".into()),
         ],
     )
     .await;
