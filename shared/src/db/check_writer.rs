@@ -232,7 +232,7 @@ impl BatchFailure {
 /// `link_record_check_many`: writes `batch`, a batch of results, in one statement; returns the
 /// job ids whose row changed. A link appears once per
 /// batch (one check of a link is queued or running at a time). A row is written only while its
-/// lease is the job's current one (`queue_lease_held`, the queue's function: a rescued attempt's
+/// lease is the job's current one (the test of the queue's `queue_lease_held`, as a join: a rescued attempt's
 /// late result is dropped) and once per run (`last_check_run`).
 async fn write_batch(
     pool: &PgPool,
@@ -283,9 +283,11 @@ SET last_checked_at = now(),
 FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int4[], $5::text[], $6::bool[], $7::text[], $9::uuid[],
             $10::uuid[])
      AS u(link_id, job_id, outcome, status_code, error, counts, trace_id, token, run)
+     -- the lease fence as a join (a read of the queue's table: the same test as the queue's
+     -- `queue_lease_held`, whose sub-select PostgreSQL cannot inline and so ran once per row)
+     JOIN queue_jobs q ON q.id = u.job_id AND q.state = 'running' AND q.lease_token = u.token
 WHERE l.id = u.link_id
   AND l.last_check_run IS DISTINCT FROM u.run
-  AND queue_lease_held(u.job_id, u.token)
 RETURNING u.job_id AS "job_id!"
 "#,
         &link_ids,
