@@ -287,9 +287,6 @@ FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int4[], $5::text[], $6::bool
      -- `queue_lease_held`, whose sub-select PostgreSQL cannot inline and so ran once per row)
      JOIN queue_jobs q ON q.id = u.job_id AND q.state = 'running' AND q.lease_token = u.token
 WHERE l.id = u.link_id
-  -- the batch's job ids as an index condition: without it the planner may hash the whole
-  -- queue (every running and finished job) to find the batch's few hundred
-  AND q.id = ANY ($2)
   AND l.last_check_run IS DISTINCT FROM u.run
 RETURNING u.job_id AS "job_id!"
 "#,
