@@ -140,10 +140,11 @@ pub async fn connect_handler_pool(url: &str) -> Result<PgPool, sqlx::Error> {
         .max_connections(WORKER_HANDLER_CONNECTIONS)
         .acquire_timeout(Duration::from_secs(30))
         .test_before_acquire(false)
-        // Not `tuned`: these statements touch rows by primary key (one, or a batch of them), so a
-        // generic plan is as good as a custom one and the default plan cache saves replanning.
-        // A statement that hangs is cancelled rather than holding a connection of this small pool.
-        .connect_with(options.options([("jit", "off"), ("statement_timeout", "30s")]))
+        // `tuned`: the acknowledgements run here too, and a generic plan of a batch statement
+        // (which cannot see how few ids the batch holds) may hash every running job instead of
+        // probing the batch's ids. A statement that hangs is cancelled rather than holding the
+        // connection of this one-connection pool.
+        .connect_with(tuned(options).options([("statement_timeout", "30s")]))
         .await
 }
 
