@@ -12,7 +12,7 @@ use sqlx::PgPool;
 
 use linkpulse_queue::{EnqueueSelect, QueueError};
 use linkpulse_shared::config::Settings;
-use linkpulse_shared::jobs::{CHECK, REFRESH};
+use linkpulse_shared::link_jobs::{CHECK, REFRESH};
 use linkpulse_shared::telemetry;
 
 /// The enqueue statement for links whose `$column` is older than `now() - $1` (or null: never

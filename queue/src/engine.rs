@@ -175,7 +175,7 @@ impl Engine {
             shut_down: tokio::sync::OnceCell::new(),
         });
         inner.tracker.spawn(listen(inner.clone()));
-        inner.tracker.spawn(fetch(inner.clone()));
+        inner.tracker.spawn(claim_ahead(inner.clone()));
         inner.tracker.spawn(write_completions(inner.clone(), ack_rx));
         inner.maintenance_tracker.spawn(heartbeat(inner.clone()));
         inner.maintenance_tracker.spawn(maintain(inner.clone()));
@@ -370,7 +370,9 @@ async fn sleep_or_stop(stop: &CancellationToken, d: Duration) {
     }
 }
 
-async fn fetch(inner: Arc<Inner>) {
+/// The fetcher task: claims batches ahead into the buffer. (Named for what it does, apart from
+/// the application's HTTP `fetch::Fetcher`.)
+async fn claim_ahead(inner: Arc<Inner>) {
     let prefetch = inner.config.prefetch();
     let mut backoff = DbBackoff::new();
     let kinds = inner.config.kinds.clone();
@@ -527,7 +529,7 @@ async fn rebirth(inner: &Inner) {
     let old = inner.current_id();
     let new = Uuid::new_v4();
     // New claims use the new identity from here on; a claim in flight under the old one hands its
-    // jobs back when it returns (see `fetch`).
+    // jobs back when it returns (see `claim_ahead`).
     *lock(&inner.id) = new;
     let dropped = lock(&inner.buffer).drain(..).count();
     tracing::warn!(old_worker_id = %old, worker_id = %new, dropped, "worker row was rescued away; registering under a new id");

@@ -6,7 +6,7 @@
 //! - [`db`]: the pool and the migrations (ours and the queue's, one migrator); `db::links`, the
 //!   links table and the write-back.
 //! - [`link_url`]: validation and normalisation of saved URLs.
-//! - [`jobs`]: the `check` and `refresh` job kinds.
+//! - [`link_jobs`]: the `check` and `refresh` job kinds, their keys and payloads.
 //! - [`fetch`]: the HTTP plumbing (SSRF guard, redirects hop by hop, capped bodies, typed
 //!   errors, `Retry-After`), for user URLs and the GitHub API alike.
 //! - [`check`]: HEAD then GET, and a check's verdict (ok, dead, transient, blocked).
@@ -24,7 +24,7 @@ pub mod config;
 pub mod db;
 pub mod fetch;
 pub mod github;
-pub mod jobs;
+pub mod link_jobs;
 pub mod link_url;
 pub mod metrics;
 pub mod politeness;

@@ -12,7 +12,7 @@ use linkpulse_shared::config::{ExposeSecret, Settings};
 use linkpulse_shared::db::{self, check_writer::CheckWriter};
 use linkpulse_shared::fetch::{FetchSettings, Fetcher};
 use linkpulse_shared::github::GithubClient;
-use linkpulse_shared::jobs::LinkJob;
+use linkpulse_shared::link_jobs::LinkJob;
 use linkpulse_shared::politeness::{COOLDOWN_REFRESH, Cooldowns};
 use linkpulse_shared::shutdown::{Drained, run_until_drained};
 

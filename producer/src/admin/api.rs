@@ -9,7 +9,7 @@ use serde::Deserialize;
 use linkpulse_queue::inspect::{self, JobSummary, QueueStats};
 use linkpulse_queue::{JobFilter, JobState};
 use linkpulse_shared::db::links::{self, LinkRef};
-use linkpulse_shared::jobs::{KINDS, dedupe_key};
+use linkpulse_shared::link_jobs::{KINDS, dedupe_key};
 
 use super::auth::Admin;
 use super::{AdminState, ApiError};

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use linkpulse_queue::JobState;
 use linkpulse_queue::inspect::{self, JobFilter, JobSummary};
 use linkpulse_shared::db::links::{self, LinkRef};
-use linkpulse_shared::jobs::KINDS;
+use linkpulse_shared::link_jobs::KINDS;
 
 use super::{AdminState, ApiError, auth};
 

@@ -8,7 +8,7 @@ use axum::response::IntoResponse;
 use sqlx::PgPool;
 
 use linkpulse_queue::inspect;
-use linkpulse_shared::jobs::KINDS;
+use linkpulse_shared::link_jobs::KINDS;
 use linkpulse_shared::metrics::{LINKS, QUEUE_JOBS, QUEUE_OLDEST_QUEUED_AGE};
 
 use super::AdminState;

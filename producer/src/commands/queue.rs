@@ -7,7 +7,7 @@ use sqlx::PgPool;
 
 use linkpulse_queue::{JobFilter, JobState, JobSummary, inspect};
 use linkpulse_shared::config::Settings;
-use linkpulse_shared::jobs::{KINDS, dedupe_key};
+use linkpulse_shared::link_jobs::{KINDS, dedupe_key};
 
 use super::links::{find, io};
 use crate::cli::{CliError, print_json};

@@ -218,7 +218,7 @@ async fn requeue_through_the_api_moves_exactly_the_selected_failed_jobs(pool: Pg
     let reply = http(addr, "POST", "/api/queue/requeue", Some(TOKEN), Some(&body)).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert_eq!(reply.json(), json!({"requeued": 1}));
-    let key = linkpulse_shared::jobs::dedupe_key(ids[0]);
+    let key = linkpulse_shared::link_jobs::dedupe_key(ids[0]);
     for (kind, dedupe, state) in states(&app.pool).await {
         let expected = if kind == "check" && dedupe == key {
             "queued"
@@ -272,7 +272,7 @@ async fn dashboard_requeue_moves_the_clicked_job_or_says_why_not(pool: PgPool) {
         let pool = app.pool.clone();
         async move {
             let (id,): (i64,) = sqlx::query_as("SELECT id FROM queue_jobs WHERE kind = 'check' AND dedupe_key = $1")
-                .bind(linkpulse_shared::jobs::dedupe_key(link))
+                .bind(linkpulse_shared::link_jobs::dedupe_key(link))
                 .fetch_one(&pool)
                 .await
                 .expect("the link's check job");
@@ -465,7 +465,7 @@ async fn worker_metrics_show_job_counters_after_jobs_ran(pool: PgPool) {
     let report = app.run_cycle().await;
     assert_eq!(report.check.enqueued, 3, "premise: three checks queued");
     let poison = linkpulse_queue::NewJob::new(
-        linkpulse_shared::jobs::REFRESH,
+        linkpulse_shared::link_jobs::REFRESH,
         json!({"link_id": ids[0], "url": "not a url"}),
         2,
     );

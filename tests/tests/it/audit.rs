@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 
 use linkpulse_queue::{JobState, NewJob, insert_many};
-use linkpulse_shared::jobs::{CHECK, dedupe_key};
+use linkpulse_shared::link_jobs::{CHECK, dedupe_key};
 use producer::commands::queue::{self, Selection};
 
 use crate::admin::{TOKEN, admin, http};

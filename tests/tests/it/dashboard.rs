@@ -71,7 +71,7 @@ async fn dashboard_requeues_a_failed_job_and_marks_a_link_active_from_the_browse
         .execute(&app.pool)
         .await
         .expect("mark the link inaccessible");
-    let key = linkpulse_shared::jobs::dedupe_key(ids[0]);
+    let key = linkpulse_shared::link_jobs::dedupe_key(ids[0]);
     let (job_id,): (i64,) = sqlx::query_as("SELECT id FROM queue_jobs WHERE dedupe_key = $1")
         .bind(&key)
         .fetch_one(&app.pool)

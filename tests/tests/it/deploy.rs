@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use linkpulse_queue::{NewJob, insert_many, inspect};
-use linkpulse_shared::jobs::{CHECK, KINDS, REFRESH};
+use linkpulse_shared::link_jobs::{CHECK, KINDS, REFRESH};
 use serde_yaml::Value;
 use sqlx::{AssertSqlSafe, PgPool};
 use tokio::process::Command;

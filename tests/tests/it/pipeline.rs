@@ -12,7 +12,7 @@ use sqlx::PgPool;
 use tokio::time::Instant;
 
 use linkpulse_queue::{NewJob, RetryPolicy, insert_many};
-use linkpulse_shared::jobs::CHECK;
+use linkpulse_shared::link_jobs::CHECK;
 
 use crate::app::TestApp;
 use crate::helpers::count_state;

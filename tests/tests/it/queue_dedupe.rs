@@ -69,7 +69,7 @@ async fn insert_inside_a_rolled_back_transaction_leaves_nothing(pool: PgPool) {
 /// and would not decode.
 #[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
 async fn the_cycles_sql_key_and_payload_are_the_rust_ones(pool: PgPool) {
-    use linkpulse_shared::jobs::{CHECK, CheckLink, LinkJob, dedupe_key};
+    use linkpulse_shared::link_jobs::{CHECK, CheckLink, LinkJob, dedupe_key};
 
     let app = crate::app::TestApp::spawn(pool).await;
     let ids = app.add_links(&[app.url("/ok")]).await;

@@ -10,7 +10,7 @@ use sqlx::PgPool;
 
 use linkpulse_queue::{NewJob, insert_many};
 use linkpulse_shared::config::ExposeSecret;
-use linkpulse_shared::jobs::{REFRESH, dedupe_key};
+use linkpulse_shared::link_jobs::{REFRESH, dedupe_key};
 
 use crate::app::TestApp;
 use crate::producer_loop::producer_command;

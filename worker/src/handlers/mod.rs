@@ -1,8 +1,8 @@
 //! The job handlers: what a `check` and a `refresh` do, and where their results go.
 
-pub mod check;
-pub mod polite;
-pub mod refresh;
+pub mod check_link;
+pub mod gates;
+pub mod refresh_link;
 
 use std::sync::Arc;
 
@@ -15,7 +15,7 @@ use linkpulse_shared::check::{CheckResult, Verdict};
 use linkpulse_shared::config::Settings;
 use linkpulse_shared::fetch::Fetcher;
 use linkpulse_shared::github::GithubClient;
-use linkpulse_shared::jobs::LinkJob;
+use linkpulse_shared::link_jobs::LinkJob;
 use linkpulse_shared::telemetry;
 
 /// What every handler needs; built once per worker process.
@@ -62,8 +62,8 @@ pub async fn run_link_job(
     let task = AbortOnDrop(tokio::spawn(
         async move {
             match job {
-                LinkJob::Check(check) => check::check_link(&state, &check, &lease, &report).await,
-                LinkJob::Refresh(refresh) => refresh::refresh_link(&state, &refresh, &lease, &report).await,
+                LinkJob::Check(check) => check_link::check_link(&state, &check, &lease, &report).await,
+                LinkJob::Refresh(refresh) => refresh_link::refresh_link(&state, &refresh, &lease, &report).await,
             }
         }
         .instrument(span.clone()),

@@ -8,10 +8,10 @@ use url::Url;
 use linkpulse_queue::{JobError, JobLease, JobReport, ReportSlot};
 use linkpulse_shared::check::Verdict;
 use linkpulse_shared::db::links::{self, CacheState, RefreshRecord};
-use linkpulse_shared::jobs::RefreshLink;
+use linkpulse_shared::link_jobs::RefreshLink;
 use linkpulse_shared::refresh::{self, PageOutcome, RepoOutcome};
 
-use super::{AppState, db_error, polite, report_verdict};
+use super::{AppState, db_error, gates, report_verdict};
 
 /// Refreshes one link's metadata.
 ///
@@ -38,7 +38,7 @@ pub async fn refresh_link(
     };
     if refresh::is_repository(&url, &cache) {
         // Before the page: a rate-limited API would refuse this job's lookup anyway.
-        polite::respect_github_cooldown(state).await?;
+        gates::respect_github_cooldown(state).await?;
     }
     let (mut record, page_unanswered) = page_metadata(state, &url, &cache, lease, report).await?;
     let api_unanswered = github_metadata(state, &url, &cache, lease, &mut record).await?;
@@ -63,13 +63,13 @@ async fn page_metadata(
     report: &ReportSlot,
 ) -> Result<(RefreshRecord, Option<String>), JobError> {
     let host = url.host_str().unwrap_or_default();
-    polite::respect_cooldown(state, host).await?;
+    gates::respect_cooldown(state, host).await?;
     let page = refresh::fetch_page(&state.fetcher, &state.pacer, url, cache).await;
     let verdict = &page.verdict;
     report_verdict(report, verdict);
-    let unanswered = (verdict.verdict == Verdict::Transient || polite::is_rate_limited(verdict))
+    let unanswered = (verdict.verdict == Verdict::Transient || gates::is_rate_limited(verdict))
         .then(|| format!("refresh: {}", verdict.reason));
-    if let Some(retry) = polite::rate_limited(state, host, verdict, lease).await? {
+    if let Some(retry) = gates::rate_limited(state, host, verdict, lease).await? {
         return Err(retry);
     }
     match page.read() {
@@ -111,7 +111,7 @@ async fn github_metadata(
     };
     let unanswered = match outcome {
         RepoOutcome::RateLimited { retry_after } => {
-            return Err(polite::github_rate_limited(state, retry_after).await?);
+            return Err(gates::github_rate_limited(state, retry_after).await?);
         }
         RepoOutcome::Transient(reason) if !lease.is_last_attempt() => return Err(JobError::Retry(reason)),
         RepoOutcome::Transient(ref reason) => Some(reason.clone()),

@@ -5,9 +5,9 @@ use url::Url;
 use linkpulse_queue::{JobError, JobLease, ReportSlot};
 use linkpulse_shared::check::{Verdict, check_url};
 use linkpulse_shared::db::links::CheckRecord;
-use linkpulse_shared::jobs::CheckLink;
+use linkpulse_shared::link_jobs::CheckLink;
 
-use super::{AppState, polite, report_verdict};
+use super::{AppState, gates, report_verdict};
 
 /// Checks one link. Transient failures are retried through the queue's persisted backoff; only
 /// when the last attempt also fails does the check count as one failure — and then the job ends
@@ -31,12 +31,12 @@ pub async fn check_link(
 ) -> Result<(), JobError> {
     let url = Url::parse(&job.url).map_err(|e| JobError::Fail(format!("stored URL {:?} is invalid: {e}", job.url)))?;
     let host = url.host_str().unwrap_or_default().to_owned();
-    polite::respect_cooldown(state, &host).await?;
+    gates::respect_cooldown(state, &host).await?;
     let result = check_url(&state.fetcher, &state.pacer, &url).await;
     tracing::Span::current().record("verdict", result.verdict.as_str());
     report_verdict(report, &result);
-    let limited = polite::is_rate_limited(&result);
-    if let Some(retry) = polite::rate_limited(state, &host, &result, lease).await? {
+    let limited = gates::is_rate_limited(&result);
+    if let Some(retry) = gates::rate_limited(state, &host, &result, lease).await? {
         return Err(retry);
     }
     if result.verdict == Verdict::Transient && !lease.is_last_attempt() {
