@@ -21,12 +21,6 @@ use tokio_util::sync::CancellationToken;
 use crate::app::TestApp;
 use crate::helpers::wait_for;
 
-/// A free port on 127.0.0.1 (bound, then released for a child process to take).
-async fn free_port() -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
 /// A plain HTTP/1.1 request over a fresh connection: (status, body). No client library, so the
 /// test controls exactly what is sent (a huge body, odd query strings).
 async fn raw_request(addr: &str, request: &[u8]) -> (u16, String) {
@@ -145,6 +139,23 @@ impl ServiceProcess {
         i32::try_from(self.child.id().expect("pid")).expect("pid fits")
     }
 
+    /// The address a JSON log line with `message` names in its `addr` field: where the process
+    /// bound a port it was given as `127.0.0.1:0` (no port picked by the test that another test
+    /// could take first).
+    pub(crate) async fn logged_addr(&self, message: &str) -> String {
+        let lines = self.lines.clone();
+        wait_for(Duration::from_secs(30), message, || {
+            let lines = lines.clone();
+            async move {
+                lines.lock().expect("lock").iter().find_map(|line| {
+                    let value: serde_json::Value = serde_json::from_str(line).ok()?;
+                    (value["message"] == message).then(|| value["addr"].as_str().map(str::to_owned))?
+                })
+            }
+        })
+        .await
+    }
+
     /// Everything the process wrote to stderr so far.
     pub(crate) fn logs(&self) -> String {
         self.lines.lock().expect("lock").join("\n")
@@ -200,13 +211,11 @@ async fn two_hundred_concurrent_readers_never_delay_the_leaders_cycles(pool: PgP
     let urls: Vec<String> = (0..200).map(|i| app.url(&format!("/ok?{i}"))).collect();
     app.add_links(&urls).await;
 
-    let port = free_port().await;
-    let addr = format!("127.0.0.1:{port}");
     let interval = Duration::from_millis(500);
     let producer = ServiceProcess::spawn(
         &[
             ("DATABASE_URL", app.settings.database_url.expose_secret().to_owned()),
-            ("LINKPULSE_ADMIN_ADDR", addr.clone()),
+            ("LINKPULSE_ADMIN_ADDR", "127.0.0.1:0".into()),
             ("LINKPULSE_CYCLE_INTERVAL", "500ms".into()),
             ("LINKPULSE_CHECK_AFTER", "0s".into()),
             ("LINKPULSE_LOG_FORMAT", "json".into()),
@@ -214,6 +223,7 @@ async fn two_hundred_concurrent_readers_never_delay_the_leaders_cycles(pool: PgP
         ],
         &["run"],
     );
+    let addr = producer.logged_addr("admin server listening").await;
     wait_for(Duration::from_secs(30), "the producer's first cycle", || async {
         (producer.count("cycle done") >= 1).then_some(())
     })
@@ -403,10 +413,6 @@ async fn no_secret_from_the_environment_or_a_links_query_reaches_logs_errors_api
         .collect();
     app.add_links(&links).await;
 
-    let admin_port = free_port().await;
-    let worker_port = free_port().await;
-    let admin_addr = format!("127.0.0.1:{admin_port}");
-    let worker_addr = format!("127.0.0.1:{worker_port}");
     let common = vec![
         ("DATABASE_URL", db_url.clone()),
         ("GITHUB_TOKEN", "gh-s3cret-token".to_owned()),
@@ -420,13 +426,15 @@ async fn no_secret_from_the_environment_or_a_links_query_reaches_logs_errors_api
         ("LINKPULSE_RETRY_MAX", "200ms".to_owned()),
         ("LINKPULSE_HOST_INTERVAL", "0s".to_owned()),
         ("LINKPULSE_POLL_INTERVAL", "200ms".to_owned()),
-        ("LINKPULSE_ADMIN_ADDR", admin_addr.clone()),
-        ("LINKPULSE_WORKER_ADDR", worker_addr.clone()),
+        ("LINKPULSE_ADMIN_ADDR", "127.0.0.1:0".to_owned()),
+        ("LINKPULSE_WORKER_ADDR", "127.0.0.1:0".to_owned()),
         ("LINKPULSE_LOG_FORMAT", "json".to_owned()),
         ("RUST_LOG", "debug,sqlx=info,hyper=info,h2=info,reqwest=info".to_owned()),
     ];
     let producer = ServiceProcess::spawn(&common, &["run"]);
     let worker = ServiceProcess::spawn_worker(&common);
+    let admin_addr = producer.logged_addr("admin server listening").await;
+    let worker_addr = worker.logged_addr("worker ready").await;
     wait_for(Duration::from_secs(60), "every check to finish", || async {
         let (open, finished): (i64, i64) = sqlx::query_as(
             "SELECT count(*) FILTER (WHERE state IN ('queued', 'running')), \

@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use tokio::process::Command;
 use uuid::Uuid;
 
-use crate::helpers::{WorkerProcess, url_of, wait_for};
+use crate::helpers::{WorkerProcess, count_state, url_of, wait_for};
 
 /// Inserts `n` jobs in `state`, finished `age` ago (plus `i` seconds for the i-th, so the
 /// first is the youngest), created long before; returns their ids in insertion order.
@@ -64,15 +64,6 @@ async fn job_ids(pool: &PgPool) -> Vec<i64> {
         .await
         .expect("ids");
     rows.into_iter().map(|(id,)| id).collect()
-}
-
-async fn count_in(pool: &PgPool, state: &str) -> i64 {
-    let (n,): (i64,) = sqlx::query_as("SELECT count(*) FROM queue_jobs WHERE state = $1")
-        .bind(state)
-        .fetch_one(pool)
-        .await
-        .expect("count");
-    n
 }
 
 const RETAIN_HOUR: Duration = Duration::from_secs(3600);
@@ -131,7 +122,7 @@ async fn only_the_elected_worker_rescues_and_prunes(pool: PgPool) {
     let mut all = old.clone();
     all.push(lost);
     assert_eq!(job_ids(&pool).await, all, "nothing pruned");
-    assert_eq!(count_in(&pool, "running").await, 1, "nothing rescued");
+    assert_eq!(count_state(&pool, "running").await, 1, "nothing rescued");
 
     other_pass.rollback().await.expect("end the other pass");
     let outcome = maintenance::run_once(&pool, RESCUE_AFTER, &policy, RETAIN_HOUR, RETAIN_HOUR)
@@ -159,8 +150,8 @@ async fn a_maintenance_pass_prunes_at_most_ten_batches_of_a_thousand_per_state(p
         Some((0, 10_000 + 1_005)),
         "10,000 done (the bound), every failed job (its own bound)"
     );
-    assert_eq!(count_in(&pool, "done").await, 500);
-    assert_eq!(count_in(&pool, "failed").await, 0);
+    assert_eq!(count_state(&pool, "done").await, 500);
+    assert_eq!(count_state(&pool, "failed").await, 0);
     // Oldest first: the 500 left are the youngest (finished 2 h + 1..500 s ago).
     let (oldest_left,): (f64,) = sqlx::query_as(
         "SELECT extract(epoch FROM now() - min(finished_at))::float8 FROM queue_jobs WHERE state = 'done'",
