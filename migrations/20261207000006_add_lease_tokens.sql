@@ -21,14 +21,6 @@ ALTER TABLE queue_jobs
     ADD COLUMN run_id uuid;
 ALTER TABLE queue_jobs ALTER COLUMN run_id SET DEFAULT gen_random_uuid();
 
--- queue_lease_held: whether lease `token` of job `job` is still the job's current lease. The
--- application's write-backs call it, so a handler whose lease was rescued (and maybe claimed
--- again) cannot overwrite a newer attempt's result; the queue's table stays the queue's.
-CREATE FUNCTION queue_lease_held(job bigint, token uuid) RETURNS boolean
-LANGUAGE sql STABLE AS $$
-    SELECT EXISTS (SELECT 1 FROM queue_jobs q WHERE q.id = job AND q.state = 'running' AND q.lease_token = token)
-$$;
-
 -- The run whose check and refresh results a link holds: a replayed write of the same run changes
 -- nothing.
 ALTER TABLE links

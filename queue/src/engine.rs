@@ -82,10 +82,11 @@ impl EngineConfig {
 /// Shared state between the engine's tasks and the apalis backend.
 #[derive(Debug)]
 struct Inner {
-    /// Claims, acknowledgements, heartbeats and maintenance: one connection is enough (see
+    /// Claims, heartbeats, maintenance and the releases of a drain or a rebirth (and the
+    /// acknowledgements too, unless `ack_pool` is another pool): one connection is enough (see
     /// [`CLAIM_SESSION_OPTIONS`] and `docs/queue.md`, "Connection footprint").
     pool: PgPool,
-    /// Acknowledgements and releases: the engine's pool, or one of their own
+    /// Acknowledgements and the release of unstarted jobs: the engine's pool, or one of their own
     /// ([`Engine::start_with_ack_pool`]).
     ack_pool: PgPool,
     /// The current worker identity: the owner of new leases. A new one replaces it when a rescue
@@ -186,11 +187,6 @@ impl Engine {
     /// This process's current worker id (the lease owner of the jobs it claims from now on).
     pub fn id(&self) -> Uuid {
         self.inner.current_id()
-    }
-
-    /// The pool the engine uses.
-    pub fn pool(&self) -> &PgPool {
-        &self.inner.pool
     }
 
     /// Takes the next claimed job, or registers `cx`'s waker. `Ready(None)` once fetching has
@@ -527,19 +523,23 @@ async fn heartbeat(inner: Arc<Inner>) {
 /// handler still running for one of them can neither complete nor write back (its token is gone).
 async fn rebirth(inner: &Inner) {
     let old = inner.current_id();
+    let dropped = lock(&inner.buffer).drain(..).count();
+    // Register the new identity before claiming under it: a lease to an id without a row would be
+    // rescued at once by any other worker. Until then claims under the old id take nothing (their
+    // worker row is gone), and if registering fails the next heartbeat tries the whole rebirth again.
     let new = Uuid::new_v4();
+    if let Err(error) = registry::register(&inner.pool, new, &inner.config.name).await {
+        tracing::warn!(%error, dropped, "worker row was rescued away and registering again failed; retrying at the next heartbeat");
+        return;
+    }
     // New claims use the new identity from here on; a claim in flight under the old one hands its
     // jobs back when it returns (see `claim_ahead`).
     *lock(&inner.id) = new;
-    let dropped = lock(&inner.buffer).drain(..).count();
-    tracing::warn!(old_worker_id = %old, worker_id = %new, dropped, "worker row was rescued away; registering under a new id");
+    tracing::warn!(old_worker_id = %old, worker_id = %new, dropped, "worker row was rescued away; registered under a new id");
     match ack::release_all(&inner.pool, old).await {
         Ok(0) => {}
         Ok(n) => tracing::warn!(released = n, "released jobs leased to the retired worker id"),
         Err(error) => tracing::warn!(%error, "failed to release the retired id's jobs; rescue will take them"),
-    }
-    if let Err(error) = registry::register(&inner.pool, new, &inner.config.name).await {
-        tracing::warn!(%error, "failed to register again; retrying at the next heartbeat");
     }
 }
 

@@ -8,7 +8,7 @@
 //! - [`claim`]: the batch claim (`FOR UPDATE SKIP LOCKED` feeding `UPDATE … RETURNING`) with the
 //!   cluster-wide per-group cap.
 //! - [`ack`]: batched completions (done, retry with persisted backoff, snooze, fail), fenced by
-//!   lease owner and attempt; release of unstarted jobs.
+//!   the lease token; release of unstarted jobs.
 //! - [`backoff`]: the retry policy.
 //! - [`registry`]: worker identities and heartbeats.
 //! - [`maintenance`]: rescue of lost jobs and pruning, by one elected worker.
@@ -21,8 +21,8 @@
 //!
 //! The state machine and each statement's locking are documented in `docs/queue.md`. This crate
 //! knows nothing of links, HTTP or the application's configuration, and it is the only code that
-//! writes `queue_jobs` (the application reads a lease's validity through the
-//! `queue_lease_held` SQL function of the queue's schema).
+//! writes `queue_jobs` (the application's write-backs read a lease's token and attempt from it to
+//! fence themselves).
 
 pub mod ack;
 pub mod backend;

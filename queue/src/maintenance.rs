@@ -162,9 +162,21 @@ pub async fn run_once(
     // The statements run inside the lock's transaction, on its one connection: a worker's engine
     // has a single connection (the footprint rule of docs/queue.md), and a second one just for
     // maintenance would cost every replica a connection. The price is that the pass's row locks
-    // (a rescue, at most 20 prune batches of 1,000) are held until it commits.
+    // (a rescue, at most 20 prune batches of 1,000) are held until it commits. The prune runs in a
+    // savepoint: a failed prune must not take the rescue, the part that matters, down with it.
     let rescued = rescue_lost(&mut *tx, rescue_after, policy).await?;
-    let pruned = prune_finished(&mut tx, retain_done, retain_failed, 1000, 10).await?;
+    let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
+    let pruned = match prune_finished(&mut savepoint, retain_done, retain_failed, 1000, 10).await {
+        Ok(pruned) => {
+            savepoint.commit().await?;
+            pruned
+        }
+        Err(error) => {
+            tracing::warn!(%error, rescued, "pruning failed; the rescue is kept");
+            savepoint.rollback().await?;
+            0
+        }
+    };
     tx.commit().await?;
     Ok(Some((rescued, pruned)))
 }

@@ -232,7 +232,7 @@ impl BatchFailure {
 /// `link_record_check_many`: writes `batch`, a batch of results, in one statement; returns the
 /// job ids whose row changed. A link appears once per
 /// batch (one check of a link is queued or running at a time). A row is written only while its
-/// lease is the job's current one (the test of the queue's `queue_lease_held`, as a join: a rescued attempt's
+/// lease is the job's current one (its token and attempt, read from `queue_jobs`: a rescued attempt's
 /// late result is dropped) and once per run (`last_check_run`).
 async fn write_batch(
     pool: &PgPool,
@@ -258,6 +258,7 @@ async fn write_batch(
     let trace_ids: Vec<Option<&str>> = sorted.iter().map(|p| p.trace_id.as_deref()).collect();
     let tokens: Vec<uuid::Uuid> = sorted.iter().map(|p| p.lease.token).collect();
     let runs: Vec<uuid::Uuid> = sorted.iter().map(|p| p.lease.run).collect();
+    let attempts: Vec<i32> = sorted.iter().map(|p| p.lease.attempt).collect();
     // The arrays of nullable or borrowed elements are typed by hand: the macro's check expects
     // owned, non-null elements for an array parameter.
     let query = sqlx::query_scalar!(
@@ -281,11 +282,13 @@ SET last_checked_at = now(),
                   ELSE l.status END,
     updated_at = now()
 FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int4[], $5::text[], $6::bool[], $7::text[], $9::uuid[],
-            $10::uuid[])
-     AS u(link_id, job_id, outcome, status_code, error, counts, trace_id, token, run)
-     -- the lease fence as a join (a read of the queue's table: the same test as the queue's
-     -- `queue_lease_held`, whose sub-select PostgreSQL cannot inline and so ran once per row)
-     JOIN queue_jobs q ON q.id = u.job_id AND q.state = 'running' AND q.lease_token = u.token
+            $10::uuid[], $11::int4[])
+     AS u(link_id, job_id, outcome, status_code, error, counts, trace_id, token, run, attempt)
+     -- the lease fence, a read of the queue's table: still running under this lease's token and
+     -- attempt (the previous release's claims and rescues leave the token as it was, but count
+     -- the attempt)
+     JOIN queue_jobs q
+       ON q.id = u.job_id AND q.state = 'running' AND q.lease_token = u.token AND q.attempts = u.attempt
 WHERE l.id = u.link_id
   AND l.last_check_run IS DISTINCT FROM u.run
 RETURNING u.job_id AS "job_id!"
@@ -300,6 +303,7 @@ RETURNING u.job_id AS "job_id!"
         threshold,
         &tokens,
         &runs,
+        &attempts,
     );
     let rows = tokio::time::timeout(timeout, query.fetch_all(pool))
         .await

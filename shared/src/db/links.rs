@@ -298,8 +298,8 @@ pub async fn activate(pool: &PgPool, link: &LinkRef) -> Result<Option<Link>, sql
     Ok(row.map(Link::from))
 }
 
-/// The lease a write-back acts for. A write-back applies only while `token` is still the job's
-/// current lease (a handler whose lease was rescued, and maybe claimed again, writes nothing), and
+/// The lease a write-back acts for. A write-back applies only while `token` and `attempt` are still
+/// the job's current lease (a handler whose lease was rescued, and maybe claimed again, writes nothing), and
 /// at most once per `run` (a retry after a write that did commit changes nothing, while a job an
 /// operator requeued writes its new result).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -310,6 +310,9 @@ pub struct WriteLease {
     pub token: uuid::Uuid,
     /// The job's run.
     pub run: uuid::Uuid,
+    /// The lease's attempt: checked with the token, because the previous release's claims and
+    /// rescues leave `lease_token` as it was (during a rolling upgrade) but always count attempts.
+    pub attempt: i32,
 }
 
 impl From<&linkpulse_queue::JobLease> for WriteLease {
@@ -318,6 +321,7 @@ impl From<&linkpulse_queue::JobLease> for WriteLease {
             job_id: lease.job_id,
             token: lease.token,
             run: lease.run,
+            attempt: lease.attempt,
         }
     }
 }
@@ -451,7 +455,9 @@ pub async fn record_refresh(
              last_refresh_run = $21,
              last_trace_id = $19,
              updated_at = now()
-         WHERE id = $1 AND last_refresh_run IS DISTINCT FROM $21 AND queue_lease_held($2, $20)",
+         WHERE id = $1 AND last_refresh_run IS DISTINCT FROM $21
+           AND EXISTS (SELECT 1 FROM queue_jobs q
+                       WHERE q.id = $2 AND q.state = 'running' AND q.lease_token = $20 AND q.attempts = $22)",
         link_id,
         lease.job_id,
         r.title.as_deref(),
@@ -473,6 +479,7 @@ pub async fn record_refresh(
         crate::telemetry::current_trace_id(),
         lease.token,
         lease.run,
+        lease.attempt,
     )
     .execute(pool)
     .await;

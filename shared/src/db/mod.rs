@@ -79,11 +79,11 @@ pub async fn connect_readers(url: &str, max_connections: u32) -> Result<PgPool, 
         .await
 }
 
-/// Connections of a worker's engine pool: claims, acknowledgements, heartbeats and maintenance
-/// share one, overlapped with the handlers' work.
+/// Connections of a worker's engine pool: claims, heartbeats and maintenance share one, overlapped
+/// with the handlers' work.
 pub const WORKER_ENGINE_CONNECTIONS: u32 = 1;
-/// Connections of a worker's handler pool: the batched check write-backs, refresh reads and
-/// writes, host cool-downs and `/readyz`. Handlers never hold one while fetching.
+/// Connections of a worker's handler pool: the batched check write-backs and acknowledgements,
+/// refresh reads and writes, host cool-downs and `/readyz`. Handlers never hold one while fetching.
 pub const WORKER_HANDLER_CONNECTIONS: u32 = 1;
 /// The engine's `LISTEN` connection.
 pub const WORKER_LISTENER_CONNECTIONS: u32 = 1;

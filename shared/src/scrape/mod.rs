@@ -23,7 +23,7 @@
 //! - [`mod@extract`]: the metadata and its caps, from the skimmed tags (why scraper never sees
 //!   the page itself is told there).
 //! - Tests only: `hostile_tests` (hostile and random pages against the whole scrape),
-//!   `lol_html_eval` (the tokenizer evaluation and its timing harness), `test_support`.
+//!   `test_support`.
 
 pub mod challenge;
 pub mod charset;
@@ -33,8 +33,6 @@ mod skim;
 
 #[cfg(test)]
 mod hostile_tests;
-#[cfg(test)]
-mod lol_html_eval;
 #[cfg(test)]
 mod test_support;
 

@@ -5,8 +5,9 @@
 //!
 //! Measured against `lol_html` 3.0 (Cloudflare's maintained streaming rewriter, the best candidate:
 //! it simulates the tree builder's text modes and foreign content without building a tree) doing
-//! the same two jobs: the same flat document, the same challenge-markup scan (`lol_html_eval`
-//! holds the candidate and the harness, to repeat the evaluation). The skimmer stays, because
+//! the same two jobs: the same flat document, the same challenge-markup scan, on 2026-12-07 (the
+//! candidate and its timing harness were removed once the decision was taken). The skimmer stays,
+//! because
 //!
 //! - **lol_html does not pass our corpus.** It reports an SVG `<title>` (an HTML integration
 //!   point) in the HTML namespace, so an icon's tooltip becomes the page title; telling it apart by
@@ -14,7 +15,7 @@
 //!   `<svg><p>` left SVG: `<svg><p><title>after breakout</title>` loses the real title
 //!   (`title_content_is_text_not_markup`). Getting both right would take our own foreign-content
 //!   tracking next to it, which is the skimmer again. Every other unit, hostile and property test
-//!   passes with it (`LINKPULSE_SCRAPE_TOKENIZER=lol_html`).
+//!   passed with it.
 //! - **It is slower on our pages.** Release build, best of 3 × ~50 MB per page, whole scrape
 //!   (challenge check + extract, scraper's parse included) / tokenizer alone: the fixture article
 //!   15.8 µs vs 36.8 µs (2.3×) / 1.2 µs vs 7.6 µs; the challenge fixture 8.3 vs 21.1 µs (2.5×);
@@ -34,11 +35,6 @@ use super::{is_space, skip_spaces};
 /// attributes, copied as written so that scraper decodes them exactly as it would have on the page
 /// (why scraper never sees the page itself is told in [`extract`](mod@super::extract)).
 pub(super) fn skim(html: &str) -> String {
-    // The evaluation runs the whole test corpus with the candidate in the skimmer's place.
-    #[cfg(test)]
-    if super::lol_html_eval::candidate_selected() {
-        return super::lol_html_eval::skim(html);
-    }
     let mut out = String::new();
     let mut has_title = false;
     for tag in Skimmer::new(html) {

@@ -30,39 +30,48 @@ async fn link(pool: &PgPool, by: LinkRef) -> Link {
 /// key gives the same lease, so writing twice with it is a replay.
 async fn lease(pool: &PgPool, key: i64) -> WriteLease {
     let dedupe = format!("wb:{key}");
-    let found: Option<(i64, uuid::Uuid, uuid::Uuid)> =
-        sqlx::query_as("SELECT id, lease_token, run_id FROM queue_jobs WHERE dedupe_key = $1")
+    let found: Option<(i64, uuid::Uuid, uuid::Uuid, i32)> =
+        sqlx::query_as("SELECT id, lease_token, run_id, attempts FROM queue_jobs WHERE dedupe_key = $1")
             .bind(&dedupe)
             .fetch_optional(pool)
             .await
             .expect("find job");
-    let (job_id, token, run) = match found {
+    let (job_id, token, run, attempt) = match found {
         Some(row) => row,
         None => sqlx::query_as(
             "INSERT INTO queue_jobs (kind, dedupe_key, payload, state, attempts, max_attempts, lease_owner, \
              lease_token, started_at) \
              VALUES ('check', $1, '{}', 'running', 1, 5, gen_random_uuid(), gen_random_uuid(), now()) \
-             RETURNING id, lease_token, run_id",
+             RETURNING id, lease_token, run_id, attempts",
         )
         .bind(&dedupe)
         .fetch_one(pool)
         .await
         .expect("insert job"),
     };
-    WriteLease { job_id, token, run }
+    WriteLease {
+        job_id,
+        token,
+        run,
+        attempt,
+    }
 }
 
 /// The next attempt of the same run (a retry): a new lease token, the same run.
 async fn next_attempt(pool: &PgPool, lease: WriteLease) -> WriteLease {
-    let (token,): (uuid::Uuid,) = sqlx::query_as(
+    let (token, attempt): (uuid::Uuid, i32) = sqlx::query_as(
         "UPDATE queue_jobs SET lease_token = gen_random_uuid(), attempts = attempts + 1 WHERE id = $1 \
-         RETURNING lease_token",
+         RETURNING lease_token, attempts",
     )
     .bind(lease.job_id)
     .fetch_one(pool)
     .await
     .expect("next attempt");
-    WriteLease { token, ..lease }
+    WriteLease {
+        token,
+        attempt,
+        ..lease
+    }
 }
 
 fn result(outcome: &'static str, status: u16) -> CheckRecord {
@@ -443,6 +452,7 @@ async fn a_requeued_job_writes_its_new_result_while_a_retry_of_one_run_counts_on
         job_id: first.job_id,
         token,
         run,
+        attempt: 1,
     };
     assert!(writer.record(ids[0], requeued, result("ok", 200)).await.expect("write"));
     let now = link(&pool, LinkRef::Id(ids[0])).await;
@@ -498,4 +508,27 @@ fn next_attempt_token_only(lease: WriteLease) -> WriteLease {
         run: uuid::Uuid::new_v4(),
         ..lease
     }
+}
+
+/// During a rolling upgrade the previous release's claims and rescues leave `lease_token` as it
+/// was but always count the attempt: a late write-back of this release's earlier lease, whose
+/// token the row still carries, must not pass the fence.
+#[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
+async fn a_lease_taken_over_by_a_previous_release_keeps_the_stale_handler_out(pool: PgPool) {
+    let ids = add_links(&pool, 1).await;
+    let writer = CheckWriter::start(pool.clone(), THRESHOLD);
+    let stale = lease(&pool, 1).await;
+    // An old worker rescues and claims the job again: attempts move on, the token stays.
+    sqlx::query("UPDATE queue_jobs SET attempts = attempts + 1, lease_owner = gen_random_uuid() WHERE id = $1")
+        .bind(stale.job_id)
+        .execute(&pool)
+        .await
+        .expect("old release's claim");
+    assert!(
+        !writer
+            .record(ids[0], stale, result("dead", 404))
+            .await
+            .expect("refused")
+    );
+    assert_eq!(link(&pool, LinkRef::Id(ids[0])).await.last_outcome, None);
 }
