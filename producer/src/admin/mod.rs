@@ -142,7 +142,9 @@ pub fn router(state: AdminState) -> Router {
                     StatusCode::SERVICE_UNAVAILABLE,
                     REQUEST_TIMEOUT,
                 ))
-                .layer(tower::limit::ConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS)),
+                // Global: `Router::layer` wraps each route on its own, and a plain concurrency limit
+                // would give every route its own 32.
+                .layer(tower::limit::GlobalConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS)),
         )
 }
 
@@ -176,10 +178,16 @@ pub async fn serve(pool: PgPool, settings: Arc<Settings>, stop: CancellationToke
     Ok(bound)
 }
 
+/// `/readyz` answers within this, whatever the database does (Kubernetes' probe waits 3 s).
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// On the cycles' pool, not the readers': a burst of dashboard readers must not make every
+/// replica unready at once.
 async fn ready(State(state): State<AdminState>) -> (StatusCode, &'static str) {
     // Through `Executor`: a checked query with a result column has no `execute` of its own.
-    match sqlx::Executor::execute(&state.readers, sqlx::query_scalar!("SELECT 1")).await {
-        Ok(_) => (StatusCode::OK, "ready"),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable"),
+    let probe = sqlx::Executor::execute(&state.pool, sqlx::query_scalar!("SELECT 1"));
+    match tokio::time::timeout(READY_TIMEOUT, probe).await {
+        Ok(Ok(_)) => (StatusCode::OK, "ready"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable"),
     }
 }
