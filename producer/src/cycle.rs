@@ -1,11 +1,13 @@
-//! One producer cycle: enqueue a check for every link whose check is due and a refresh for every
+//! The enqueue of due jobs: a check for every link whose check is due and a refresh for every
 //! link whose metadata is stale, oldest first and round-robin by host, capped per kind, never a
-//! second unfinished job for the same link and kind.
+//! second unfinished job for the same link and kind. The `check` and `refresh` schedules run one
+//! kind each ([`enqueue_kind`]); [`run_cycle`] runs both, as `producer cycle` always did.
 //!
-//! Each kind is one set-based statement (`INSERT … SELECT … ON CONFLICT DO NOTHING`) so the cost
-//! is one index range scan plus the inserted rows, whatever the number of links. The dedupe index
-//! of the queue makes two producers cycling at the same moment harmless: both insert in link-id
-//! order, the second waits on the first's uncommitted keys and then skips them.
+//! Each kind is one set-based statement (`INSERT … SELECT … ON CONFLICT DO NOTHING`): a range
+//! scan of the due index plus, per candidate, one probe of the queue's dedupe index, then the
+//! inserted rows. The dedupe index of the queue makes two producers cycling at the same moment
+//! harmless: both insert in dedupe-key order, the second waits on the first's uncommitted keys
+//! and then skips them.
 
 use serde::Serialize;
 use sqlx::PgPool;
@@ -30,10 +32,10 @@ use linkpulse_shared::telemetry;
 ///
 /// The queue inserts what it returns ([`linkpulse_queue::insert_select`]): the conflict rule, the
 /// insert order (concurrent cycles wait on each other's keys in one order) and the wake-up are
-/// its own. The job key and payload come from `jobs.rs`, where their Rust forms live. Every job
+/// its own. The job key and payload come from `link_jobs.rs`, where their Rust forms live. Every job
 /// carries the W3C trace context of the `job.enqueue` span, so each job's `job.run` span becomes
-/// its child, in the cycle's trace. The `'link:' || l.id` in the skip is the same key (it must
-/// match `queue_jobs_dedupe_idx`, so it is spelled over the `l.` alias).
+/// its child, in the cycle's trace. The skip probes `queue_jobs_dedupe_idx` with the same key,
+/// spelled over the `l.` alias.
 macro_rules! link_enqueue_due {
     ($column:literal) => {
         concat!(
@@ -54,7 +56,9 @@ candidates AS (
       AND l.host NOT IN (SELECT group_key FROM busy)
       AND NOT EXISTS (
           SELECT 1 FROM queue_jobs q
-          WHERE q.kind = $3 AND q.dedupe_key = 'link:' || l.id
+          WHERE q.kind = $3 AND q.dedupe_key = ",
+            linkpulse_shared::link_dedupe_key_sql!("l.id"),
+            "
             AND q.state IN ('queued', 'running') AND q.dedupe_key IS NOT NULL)
     ORDER BY coalesce(l.",
             $column,
@@ -86,7 +90,57 @@ const DUE_PARAMS: usize = 4;
 /// A host's share of waiting jobs of one kind: a quarter of the cycle limit (at least a few per
 /// allowed concurrent job). A host with that many queued gets no more until they drain.
 pub fn host_share(settings: &Settings) -> i64 {
-    (settings.cycle_limit / 4).max(i64::from(settings.queue.host_concurrency) * 4)
+    share_of(settings, settings.cycle_limit)
+}
+
+fn share_of(settings: &Settings, limit: i64) -> i64 {
+    (limit / 4).max(i64::from(settings.queue.host_concurrency) * 4)
+}
+
+/// The job kinds a cycle enqueues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DueKind {
+    /// Health checks, due `LINKPULSE_CHECK_AFTER` after the last one.
+    Check,
+    /// Metadata refreshes, due `LINKPULSE_REFRESH_AFTER` after the last one.
+    Refresh,
+}
+
+/// Enqueues up to `limit` due jobs of one kind (the work of the `check` and `refresh` schedules).
+///
+/// # Errors
+///
+/// If the statement fails; nothing of it is enqueued then.
+pub async fn enqueue_kind(
+    pool: &PgPool,
+    settings: &Settings,
+    kind: DueKind,
+    limit: i64,
+) -> Result<KindCycle, QueueError> {
+    match kind {
+        DueKind::Check => {
+            enqueue_due(
+                pool,
+                LINK_ENQUEUE_DUE_CHECKS,
+                CHECK,
+                settings.check_after,
+                limit,
+                settings,
+            )
+            .await
+        }
+        DueKind::Refresh => {
+            enqueue_due(
+                pool,
+                LINK_ENQUEUE_DUE_REFRESHES,
+                REFRESH,
+                settings.refresh_after,
+                limit,
+                settings,
+            )
+            .await
+        }
+    }
 }
 
 /// `link_enqueue_due_checks`: due = never checked, or checked before `now() - $1`
@@ -143,17 +197,10 @@ pub async fn run_cycle(pool: &PgPool, settings: &Settings) -> Result<CycleReport
 async fn cycle(pool: &PgPool, settings: &Settings) -> Result<CycleReport, QueueError> {
     let mut report = CycleReport::default();
     if settings.check_enabled {
-        report.check = enqueue_due(pool, LINK_ENQUEUE_DUE_CHECKS, CHECK, settings.check_after, settings).await?;
+        report.check = enqueue_kind(pool, settings, DueKind::Check, settings.cycle_limit).await?;
     }
     if settings.refresh_enabled {
-        report.refresh = enqueue_due(
-            pool,
-            LINK_ENQUEUE_DUE_REFRESHES,
-            REFRESH,
-            settings.refresh_after,
-            settings,
-        )
-        .await?;
+        report.refresh = enqueue_kind(pool, settings, DueKind::Refresh, settings.cycle_limit).await?;
     }
     let span = tracing::Span::current();
     span.record("enqueued.check", report.check.enqueued);
@@ -177,6 +224,7 @@ async fn enqueue_due(
     statement: &'static str,
     kind: &str,
     after: std::time::Duration,
+    limit: i64,
     settings: &Settings,
 ) -> Result<KindCycle, QueueError> {
     let spec = EnqueueSelect {
@@ -186,8 +234,7 @@ async fn enqueue_due(
         select: statement,
         params: DUE_PARAMS,
     };
-    let share = host_share(settings);
-    let limit = settings.cycle_limit;
+    let share = share_of(settings, limit);
     let kind_param = kind.to_owned();
     let result = linkpulse_queue::insert_select(pool, &spec, |query| {
         query.bind(after.as_secs_f64()).bind(limit).bind(kind_param).bind(share)

@@ -7,13 +7,15 @@
 //! - [`cli`]: the command-line contract (clap) and the exit-code rules.
 //! - [`commands`]: one module per command group (`links`, `queue`).
 //! - [`cycle`]: the set-based enqueue of due jobs.
-//! - [`run`]: `producer run` — the cycle loop with its leader lock.
+//! - [`run`]: `producer run` and `serve` — the schedule loop with its leader lock, the admin server.
+//! - [`schedules`]: schedules as data, their runs and history.
 
 pub mod admin;
 pub mod cli;
 pub mod commands;
 pub mod cycle;
 pub mod run;
+pub mod schedules;
 
 use std::process::ExitCode;
 
@@ -44,13 +46,18 @@ pub async fn main_entry() -> ExitCode {
         }
     };
     let result = match cli.command {
-        cli::Command::Run => {
+        cli::Command::Run | cli::Command::Serve => {
+            let mode = if matches!(cli.command, cli::Command::Run) {
+                run::Mode::Run
+            } else {
+                run::Mode::Serve
+            };
             let stop = CancellationToken::new();
             if let Err(e) = linkpulse_shared::shutdown::cancel_on_signal(stop.clone()) {
                 eprintln!("error: cannot install signal handlers: {e}");
                 return ExitCode::from(2);
             }
-            run::run(settings, stop).await.map_err(cli::CliError::Internal)
+            run::run(settings, mode, stop).await.map_err(cli::CliError::Internal)
         }
         command => commands::execute(command, &settings, &mut std::io::stdout().lock()).await,
     };

@@ -1,5 +1,6 @@
-//! `producer run`: a cycle at start, then one per interval, by one leader among the replicas; the
-//! admin HTTP server on every replica.
+//! `producer run`: the due schedules, run by one leader among the replicas; the admin HTTP server
+//! on every replica. `producer serve`: the admin HTTP server alone (beside an external scheduler
+//! running `producer cycle`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -208,74 +209,113 @@ impl Elector {
     }
 }
 
-/// Cycles until `stop`; only the leader cycles, the others wait for the lock. A replica that
-/// becomes the leader cycles at once, then once per interval.
+/// How often the leader looks for due schedules: a toggle or a changed schedule takes effect
+/// within this, and a run starts at most this late.
+pub const SCHEDULE_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What `run` does besides serving the admin API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `producer run`: also run the due schedules (leader only).
+    Run,
+    /// `producer serve`: only the admin API, dashboard and metrics.
+    Serve,
+}
+
+/// Serves the admin API until `stop`; in [`Mode::Run`] the leader among the replicas also runs
+/// the due schedules. A replica that becomes the leader closes the runs its predecessor left
+/// unfinished, then runs what is due at once.
 ///
 /// # Errors
 ///
 /// If the database pool cannot be created.
-pub async fn run(settings: Settings, stop: CancellationToken) -> anyhow::Result<()> {
-    // The cycles and the admin server's mutations; with the leader's lock connection, at most four
-    // (the admin server's readers have their own pool).
+pub async fn run(settings: Settings, mode: Mode, stop: CancellationToken) -> anyhow::Result<()> {
+    // The schedules and the admin server's mutations; with the leader's lock connection, at most
+    // four (the admin server's readers have their own pool).
     let pool = linkpulse_shared::db::connect(
         settings.database_url.expose_secret(),
         linkpulse_shared::db::PRODUCER_CONNECTIONS,
     )
     .await
     .context("failed to connect to the database")?;
-    let lock_options = linkpulse_shared::db::connect_options(settings.database_url.expose_secret())
-        .context("invalid DATABASE_URL")?
-        .application_name("linkpulse-leader");
+    crate::schedules::store::seed(&pool, &settings)
+        .await
+        .context("failed to seed the schedules (run `producer migrate` first?)")?;
     // Every replica serves the admin API, leader or not: a Service may route to any of them.
     let admin = crate::admin::serve(pool.clone(), Arc::new(settings.clone()), stop.clone())
         .await
         .context("failed to start the admin server")?;
-    tracing::info!(addr = %admin, "admin server listening");
+    tracing::info!(addr = %admin, mode = ?mode, "admin server listening");
+    if mode == Mode::Serve {
+        stop.cancelled().await;
+        tracing::info!("producer stopped");
+        return Ok(());
+    }
+    let lock_options = linkpulse_shared::db::connect_options(settings.database_url.expose_secret())
+        .context("invalid DATABASE_URL")?
+        .application_name("linkpulse-leader");
     let elector = Elector::start(lock_options);
     let mut became_leader = elector.leading.clone();
     let mut leading = false;
-    let mut ticker = tokio::time::interval(settings.cycle_interval.max(Duration::from_millis(100)));
-    // A cycle that overruns its interval is not started twice: missed ticks are dropped.
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    // The first pass at once; then at the next planned occurrence, or a poll later at the latest
+    // (a change made elsewhere is seen within one poll).
+    let mut wake = tokio::time::Instant::now();
     loop {
+        let mut gained = false;
         tokio::select! {
             () = stop.cancelled() => break,
-            _ = ticker.tick() => {}
+            () = tokio::time::sleep_until(wake) => {}
             changed = became_leader.changed() => {
                 if changed.is_err() {
                     // Only a panic ends the elector while we run.
                     anyhow::bail!("the leader elector stopped");
                 }
                 let now = *became_leader.borrow_and_update();
-                let gained = now && !leading;
+                gained = now && !leading;
                 leading = now;
                 metrics::gauge!(PRODUCER_LEADER).set(if leading { 1.0 } else { 0.0 });
                 if !gained {
                     continue;
                 }
-                // A standby that took over cycles now, not up to an interval later.
-                ticker.reset();
             }
         }
-        // Checked before every cycle, not trusted from the last tick: the lock, not the
-        // connection, is what keeps another replica from cycling beside this one.
+        // A pass that overran its poll is followed by one pass, not a burst.
+        wake = tokio::time::Instant::now() + SCHEDULE_POLL_INTERVAL;
+        // Checked before every pass, not trusted from the last tick: the lock, not the
+        // connection, is what keeps another replica from running schedules beside this one.
+        let was_leading = leading;
         leading = elector.check().await;
         became_leader.mark_unchanged();
         metrics::gauge!(PRODUCER_LEADER).set(if leading { 1.0 } else { 0.0 });
         if !leading {
-            tracing::debug!("not the leader; skipping this cycle");
+            tracing::debug!("not the leader; no schedules run here");
             continue;
         }
-        let started = tokio::time::Instant::now();
-        match crate::cycle::run_cycle(&pool, &settings).await {
-            Ok(_) => metrics::counter!(CYCLES_TOTAL).increment(1),
-            Err(error) => {
-                tracing::error!(error = %linkpulse_util::errors::error_chain(&error), "cycle failed");
+        if gained || !was_leading {
+            match crate::schedules::runner::close_abandoned(&pool).await {
+                Ok(closed) if closed > 0 => tracing::warn!(closed, "closed runs a previous leader left unfinished"),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "could not close abandoned runs"),
             }
         }
-        let took = started.elapsed();
-        if took > settings.cycle_interval {
-            tracing::warn!(took = ?took, interval = ?settings.cycle_interval, "cycle overran its interval");
+        match crate::schedules::runner::run_due(&pool, &settings, chrono::Utc::now()).await {
+            Ok(runs) => {
+                let cycled = runs
+                    .iter()
+                    .any(|r| r.status == "ok" && (r.schedule == "check" || r.schedule == "refresh"));
+                if cycled {
+                    metrics::counter!(CYCLES_TOTAL).increment(1);
+                }
+            }
+            Err(error) => {
+                tracing::error!(error = %linkpulse_util::errors::error_chain(&error), "cannot read the schedules");
+            }
+        }
+        // Wake exactly at the next occurrence when it comes before the poll: a run's lateness
+        // is then its own, not the loop's, and a short misfire grace stays meaningful.
+        if let Ok(Some(next)) = crate::schedules::store::next_due(&pool).await {
+            let until = (next - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO);
+            wake = wake.min(tokio::time::Instant::now() + until);
         }
     }
     elector.resign().await;

@@ -127,7 +127,8 @@ WHERE id IN (
     Ok(total)
 }
 
-/// One maintenance pass, if this process wins the election: rescue, then prune.
+/// One maintenance pass, if this process wins the election: rescue, then prune (when `retain`
+/// gives the retention of `done` and `failed` jobs; `None` leaves pruning to another pruner).
 /// Returns `None` when another worker holds the maintenance lock.
 ///
 /// The lock is a transaction-level advisory lock taken with `pg_try_advisory_xact_lock` on a
@@ -144,8 +145,7 @@ pub async fn run_once(
     pool: &PgPool,
     rescue_after: Duration,
     policy: &RetryPolicy,
-    retain_done: Duration,
-    retain_failed: Duration,
+    retain: Option<(Duration, Duration)>,
 ) -> Result<Option<(u64, u64)>, QueueError> {
     let mut tx = pool.begin().await?;
     let elected = sqlx::query!(
@@ -165,6 +165,10 @@ pub async fn run_once(
     // (a rescue, at most 20 prune batches of 1,000) are held until it commits. The prune runs in a
     // savepoint: a failed prune must not take the rescue, the part that matters, down with it.
     let rescued = rescue_lost(&mut *tx, rescue_after, policy).await?;
+    let Some((retain_done, retain_failed)) = retain else {
+        tx.commit().await?;
+        return Ok(Some((rescued, 0)));
+    };
     let mut savepoint = sqlx::Connection::begin(&mut *tx).await?;
     let pruned = match prune_finished(&mut savepoint, retain_done, retain_failed, 1000, 10).await {
         Ok(pruned) => {

@@ -45,6 +45,10 @@ pub struct QueueSettings {
     pub poll_interval: Duration,
     /// `LINKPULSE_RETRY_BASE` / `LINKPULSE_RETRY_MAX`: backoff after failed attempts.
     pub retry: RetryPolicy,
+    /// Whether the workers' maintenance pass also prunes finished jobs past their retention. An
+    /// application that prunes on a schedule of its own turns this off, so there is one pruner;
+    /// rescue always stays with the workers (it must run while any worker does).
+    pub prune_in_maintenance: bool,
 }
 
 impl Default for QueueSettings {
@@ -61,6 +65,7 @@ impl Default for QueueSettings {
                 base: DEFAULT_RETRY_BASE,
                 max: DEFAULT_RETRY_MAX,
             },
+            prune_in_maintenance: true,
         }
     }
 }

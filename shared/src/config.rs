@@ -144,6 +144,8 @@ pub fn queue_settings<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Que
                 base: env.duration("LINKPULSE_RETRY_BASE", DEFAULT_RETRY_BASE)?,
                 max: env.duration("LINKPULSE_RETRY_MAX", DEFAULT_RETRY_MAX)?,
             },
+            // The producer's `prune` schedule is the one pruner: workers only rescue.
+            prune_in_maintenance: false,
         };
         if settings.heartbeat_interval.is_zero() || settings.heartbeat_interval * 2 > settings.rescue_after {
             return Err(ConfigError::Invalid {
@@ -210,6 +212,8 @@ pub const DEFAULT_CYCLE_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_CYCLE_LIMIT: i64 = 10_000;
 /// Default consecutive failed checks that make a link `inaccessible`.
 pub const DEFAULT_FAILURE_THRESHOLD: i32 = 3;
+/// Default: how long schedule runs are kept.
+pub const DEFAULT_RETAIN_RUNS: Duration = Duration::from_secs(60 * 24 * 3600);
 /// Default GitHub API base.
 pub const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
 /// Default producer admin address.
@@ -264,6 +268,9 @@ pub struct Settings {
     /// calls. Unset means those calls are refused (403): an admin API open to anyone who can
     /// reach the port is worse than none.
     pub admin_token: Option<AdminToken>,
+    /// `LINKPULSE_RETAIN_RUNS`: how long schedule runs are kept (the `prune` schedule deletes
+    /// older ones).
+    pub retain_runs: Duration,
 }
 
 /// A secret that must not reach logs: `Settings` is `Debug`, and settings get logged.
@@ -316,6 +323,7 @@ impl Settings {
             admin_addr: DEFAULT_ADMIN_ADDR.parse().expect("valid default address"),
             worker_addr: DEFAULT_WORKER_ADDR.parse().expect("valid default address"),
             admin_token: None,
+            retain_runs: DEFAULT_RETAIN_RUNS,
         }
     }
 
@@ -357,6 +365,7 @@ impl Settings {
         s.admin_addr = env.parse("LINKPULSE_ADMIN_ADDR", s.admin_addr)?;
         s.worker_addr = env.parse("LINKPULSE_WORKER_ADDR", s.worker_addr)?;
         s.admin_token = env.optional("LINKPULSE_ADMIN_TOKEN").map(AdminToken::new);
+        s.retain_runs = env.duration("LINKPULSE_RETAIN_RUNS", DEFAULT_RETAIN_RUNS)?;
         Ok(s)
     }
 }

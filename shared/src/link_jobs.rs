@@ -56,12 +56,15 @@ impl LinkJob {
     }
 }
 
-/// [`dedupe_key`] as SQL over a link's `id` column: what the producer's set-based cycle selects.
-/// `it::queue_dedupe` checks that both forms agree.
+/// [`dedupe_key`] as SQL over a link's `id` column (or the column named, e.g. `"l.id"`): what the
+/// producer's set-based cycle selects and probes. `it::queue_dedupe` checks that both forms agree.
 #[macro_export]
 macro_rules! link_dedupe_key_sql {
     () => {
-        "'link:' || id"
+        $crate::link_dedupe_key_sql!("id")
+    };
+    ($column:literal) => {
+        concat!("'link:' || ", $column)
     };
 }
 

@@ -20,6 +20,13 @@ pub const LINKS: &str = "linkpulse_links";
 pub const CYCLES_TOTAL: &str = "linkpulse_cycles_total";
 /// Gauge: 1 while this producer replica holds the cycling leader lock, else 0.
 pub const PRODUCER_LEADER: &str = "linkpulse_producer_leader";
+/// Counter: schedule runs finished, by `schedule` and `status` (ok, failed, missed, abandoned).
+pub const SCHEDULE_RUNS_TOTAL: &str = "linkpulse_schedule_runs_total";
+/// Histogram: seconds one schedule run took, by `schedule`.
+pub const SCHEDULE_RUN_DURATION: &str = "linkpulse_schedule_run_duration_seconds";
+/// Gauge: Unix time of the schedule's last successful run (from the database at scrape time, so
+/// every replica reports the same), by `schedule`.
+pub const SCHEDULE_LAST_SUCCESS: &str = "linkpulse_schedule_last_success_timestamp_seconds";
 pub use linkpulse_queue::metrics::{InFlight, JOB_DURATION, JOBS_IN_FLIGHT, JOBS_TOTAL, record_job};
 /// Histogram: seconds one request of a URL check took (HEAD or the GET fallback, redirects included).
 pub const FETCH_DURATION: &str = "linkpulse_fetch_duration_seconds";
@@ -68,6 +75,16 @@ fn describe() {
     metrics::describe_gauge!(LINKS, "Links per status");
     metrics::describe_counter!(CYCLES_TOTAL, "Producer cycles finished");
     metrics::describe_gauge!(PRODUCER_LEADER, "1 while this replica is the cycling leader");
+    metrics::describe_counter!(SCHEDULE_RUNS_TOTAL, "Schedule runs finished per schedule and status");
+    metrics::describe_histogram!(
+        SCHEDULE_RUN_DURATION,
+        metrics::Unit::Seconds,
+        "Duration of one schedule run"
+    );
+    metrics::describe_gauge!(
+        SCHEDULE_LAST_SUCCESS,
+        "Unix time of the schedule's last successful run"
+    );
     metrics::describe_counter!(JOBS_TOTAL, "Finished job attempts per kind and outcome");
     metrics::describe_histogram!(JOB_DURATION, metrics::Unit::Seconds, "Duration of one job attempt");
     metrics::describe_gauge!(JOBS_IN_FLIGHT, "Job attempts running in this worker");

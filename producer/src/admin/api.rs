@@ -175,7 +175,7 @@ pub async fn cycle(
     _admin: Admin,
     State(state): State<AdminState>,
 ) -> Result<Json<crate::cycle::CycleReport>, ApiError> {
-    let report = crate::cycle::run_cycle(&state.pool, &state.settings).await?;
+    let report = crate::schedules::runner::cycle(&state.pool, &state.settings, "api").await?;
     metrics::counter!(linkpulse_shared::metrics::CYCLES_TOTAL).increment(1);
     Ok(Json(report))
 }

@@ -9,7 +9,7 @@ use sqlx::PgPool;
 
 use linkpulse_queue::inspect;
 use linkpulse_shared::link_jobs::KINDS;
-use linkpulse_shared::metrics::{LINKS, QUEUE_JOBS, QUEUE_OLDEST_QUEUED_AGE};
+use linkpulse_shared::metrics::{LINKS, QUEUE_JOBS, QUEUE_OLDEST_QUEUED_AGE, SCHEDULE_LAST_SUCCESS};
 
 use super::AdminState;
 
@@ -60,6 +60,15 @@ pub async fn refresh(pool: &PgPool) -> anyhow::Result<()> {
         let n = counts.iter().find(|c| c.status == status).map_or(0, |c| c.n);
         #[allow(clippy::cast_precision_loss)]
         metrics::gauge!(LINKS, "status" => status).set(n as f64);
+    }
+    // From the schedules rows, so every replica (leader or not) reports the same last success.
+    let schedules = sqlx::query!(r#"SELECT name, extract(epoch FROM last_success_at)::float8 AS "at" FROM schedules"#)
+        .fetch_all(pool)
+        .await?;
+    for schedule in schedules {
+        if let Some(at) = schedule.at {
+            metrics::gauge!(SCHEDULE_LAST_SUCCESS, "schedule" => schedule.name).set(at);
+        }
     }
     Ok(())
 }

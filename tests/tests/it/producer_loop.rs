@@ -228,7 +228,7 @@ async fn an_overrunning_cycle_is_not_started_twice(pool: PgPool) {
         "{after} cycles finished within {interval:?} of a {overrun:?} overrun"
     );
     assert!(
-        !producer.logged("cycle overran its interval").is_empty(),
+        !producer.logged("schedule run overran its interval").is_empty(),
         "the overrun is logged"
     );
 }
@@ -255,17 +255,17 @@ async fn the_loop_survives_failing_cycles(pool: PgPool) {
     .await
     .expect("refuse inserts");
     // Cycles run one after another: once one failed, every later one meets the trigger.
-    let failures_before = producer.logged("cycle failed").len();
+    let failures_before = producer.logged("schedule run failed").len();
     wait_for(Duration::from_secs(30), "a failed cycle", || async {
-        (producer.logged("cycle failed").len() > failures_before).then_some(())
+        (producer.logged("schedule run failed").len() > failures_before).then_some(())
     })
     .await;
     let counted = producer.cycles().await;
     wait_for(Duration::from_secs(30), "three more failed cycles", || async {
-        (producer.logged("cycle failed").len() >= failures_before + 4).then_some(())
+        (producer.logged("schedule run failed").len() >= failures_before + 4).then_some(())
     })
     .await;
-    let failed = producer.logged("cycle failed");
+    let failed = producer.logged("schedule run failed");
     let error = failed.last().and_then(|l| l["error"].as_str()).unwrap_or_default();
     assert!(error.contains("the test refuses new jobs"), "{failed:#?}");
     assert_eq!(producer.cycles().await, counted, "failed cycles are not counted");

@@ -115,7 +115,7 @@ async fn only_the_elected_worker_rescues_and_prunes(pool: PgPool) {
         .execute(&mut *other_pass)
         .await
         .expect("lock");
-    let outcome = maintenance::run_once(&pool, RESCUE_AFTER, &policy, RETAIN_HOUR, RETAIN_HOUR)
+    let outcome = maintenance::run_once(&pool, RESCUE_AFTER, &policy, Some((RETAIN_HOUR, RETAIN_HOUR)))
         .await
         .expect("run_once");
     assert_eq!(outcome, None, "not elected while another pass runs");
@@ -125,7 +125,7 @@ async fn only_the_elected_worker_rescues_and_prunes(pool: PgPool) {
     assert_eq!(count_state(&pool, "running").await, 1, "nothing rescued");
 
     other_pass.rollback().await.expect("end the other pass");
-    let outcome = maintenance::run_once(&pool, RESCUE_AFTER, &policy, RETAIN_HOUR, RETAIN_HOUR)
+    let outcome = maintenance::run_once(&pool, RESCUE_AFTER, &policy, Some((RETAIN_HOUR, RETAIN_HOUR)))
         .await
         .expect("run_once");
     assert_eq!(
@@ -142,7 +142,7 @@ async fn a_maintenance_pass_prunes_at_most_ten_batches_of_a_thousand_per_state(p
     finished(&pool, "failed", "2 hours", 1_005).await;
     let policy = RetryPolicy::default();
 
-    let outcome = maintenance::run_once(&pool, RESCUE_AFTER, &policy, RETAIN_HOUR, RETAIN_HOUR)
+    let outcome = maintenance::run_once(&pool, RESCUE_AFTER, &policy, Some((RETAIN_HOUR, RETAIN_HOUR)))
         .await
         .expect("run_once");
     assert_eq!(
@@ -164,7 +164,7 @@ async fn a_maintenance_pass_prunes_at_most_ten_batches_of_a_thousand_per_state(p
         "the oldest left finished {oldest_left}s ago"
     );
 
-    let outcome = maintenance::run_once(&pool, RESCUE_AFTER, &policy, RETAIN_HOUR, RETAIN_HOUR)
+    let outcome = maintenance::run_once(&pool, RESCUE_AFTER, &policy, Some((RETAIN_HOUR, RETAIN_HOUR)))
         .await
         .expect("run_once");
     assert_eq!(outcome, Some((0, 500)), "the next pass takes the rest");

@@ -194,11 +194,16 @@ async fn a_links_check_is_one_trace_from_the_producer_cycle_through_the_queue_to
     assert_eq!(cycle.int("enqueued.check"), Some(4));
     assert_eq!(cycle.int("skipped.check"), Some(0));
     let trace = cycle.trace_id.clone();
+    // The cycle runs the check schedule (a `schedule.run` span) which enqueues.
+    let run = one(&spans, "schedule.run span", |s| s.name == "schedule.run");
+    assert_eq!(run.trace_id, trace);
+    assert_eq!(run.parent_span_id, cycle.span_id, "the run is part of the cycle");
+    assert_eq!(run.str("schedule"), Some("check"));
     let enqueue = one(&spans, "job.enqueue span", |s| s.name == "job.enqueue");
     assert_eq!(enqueue.trace_id, trace);
     assert_eq!(
-        enqueue.parent_span_id, cycle.span_id,
-        "the enqueue is part of the cycle"
+        enqueue.parent_span_id, run.span_id,
+        "the enqueue is part of the schedule's run"
     );
     assert_eq!(enqueue.str("job.kind"), Some("check"));
     assert_eq!(enqueue.int("enqueued"), Some(4));

@@ -1,0 +1,112 @@
+//! `producer config`: the effective settings, secrets redacted, and the schedules as stored (the
+//! table is the truth for their timing once seeded, whatever the environment says now).
+
+use std::io::Write;
+
+use sqlx::PgPool;
+
+use linkpulse_shared::config::Settings;
+
+use super::links::io;
+use crate::cli::{CliError, print_json};
+
+/// What stands for a secret that is set.
+const REDACTED: &str = "[redacted]";
+
+/// The settings as `(variable, effective value)`, secrets redacted.
+pub fn effective(settings: &Settings) -> Vec<(&'static str, String)> {
+    let d = |d: std::time::Duration| humantime::format_duration(d).to_string();
+    let secret = |set: bool| if set { REDACTED.to_owned() } else { "(unset)".to_owned() };
+    let q = &settings.queue;
+    vec![
+        ("DATABASE_URL", REDACTED.to_owned()),
+        ("LINKPULSE_CHECK_AFTER", d(settings.check_after)),
+        ("LINKPULSE_REFRESH_AFTER", d(settings.refresh_after)),
+        ("LINKPULSE_CYCLE_INTERVAL", d(settings.cycle_interval)),
+        ("LINKPULSE_CYCLE_LIMIT", settings.cycle_limit.to_string()),
+        ("LINKPULSE_CHECK_ENABLED", settings.check_enabled.to_string()),
+        ("LINKPULSE_REFRESH_ENABLED", settings.refresh_enabled.to_string()),
+        ("LINKPULSE_FAILURE_THRESHOLD", settings.failure_threshold.to_string()),
+        ("LINKPULSE_MAX_ATTEMPTS", q.max_attempts.to_string()),
+        ("LINKPULSE_HTTP_TIMEOUT", d(settings.fetch.timeout)),
+        ("LINKPULSE_WORKER_CONCURRENCY", settings.worker_concurrency.to_string()),
+        ("LINKPULSE_HOST_CONCURRENCY", q.host_concurrency.to_string()),
+        ("LINKPULSE_HEARTBEAT_INTERVAL", d(q.heartbeat_interval)),
+        ("LINKPULSE_RESCUE_AFTER", d(q.rescue_after)),
+        ("LINKPULSE_POLL_INTERVAL", d(q.poll_interval)),
+        ("LINKPULSE_SHUTDOWN_GRACE", d(settings.shutdown_grace)),
+        ("LINKPULSE_HOST_INTERVAL", d(settings.host_interval)),
+        ("LINKPULSE_RETAIN_DONE", d(q.retain_done)),
+        ("LINKPULSE_RETAIN_FAILED", d(q.retain_failed)),
+        ("LINKPULSE_RETAIN_RUNS", d(settings.retain_runs)),
+        ("LINKPULSE_ADMIN_ADDR", settings.admin_addr.to_string()),
+        ("LINKPULSE_WORKER_ADDR", settings.worker_addr.to_string()),
+        (
+            "LINKPULSE_ALLOW_PRIVATE_NETWORKS",
+            settings.fetch.guard.allow_private_networks.to_string(),
+        ),
+        ("LINKPULSE_ALLOWED_HOSTS", {
+            let mut hosts: Vec<&str> = settings.fetch.guard.allowed_hosts.iter().map(String::as_str).collect();
+            hosts.sort_unstable();
+            hosts.join(",")
+        }),
+        ("LINKPULSE_GITHUB_API_URL", settings.github_api_url.to_string()),
+        (
+            "LINKPULSE_JAEGER_URL",
+            settings
+                .jaeger_url
+                .as_ref()
+                .map_or_else(|| "(unset)".to_owned(), ToString::to_string),
+        ),
+        ("LINKPULSE_ADMIN_TOKEN", secret(settings.admin_token.is_some())),
+        ("GITHUB_TOKEN", secret(settings.github_token.is_some())),
+    ]
+}
+
+/// Why the cycle variables may not be what runs.
+const SCHEDULES_NOTE: &str = "LINKPULSE_CYCLE_INTERVAL, LINKPULSE_CYCLE_LIMIT, LINKPULSE_CHECK_ENABLED and \
+LINKPULSE_REFRESH_ENABLED only seed a schedule that does not exist yet; the schedules table is the truth \
+from then on (change it with `producer schedules set|enable|disable`)";
+
+/// `producer config [--json]`.
+///
+/// # Errors
+///
+/// If the schedules cannot be read.
+pub async fn show(pool: &PgPool, settings: &Settings, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
+    crate::schedules::store::seed(pool, settings).await?;
+    let schedules = crate::schedules::store::list(pool).await?;
+    let values = effective(settings);
+    if json {
+        let map: serde_json::Map<String, serde_json::Value> = values
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v)))
+            .collect();
+        return print_json(
+            out,
+            &serde_json::json!({ "settings": map, "schedules": schedules, "note": SCHEDULES_NOTE }),
+        );
+    }
+    for (key, value) in values {
+        writeln!(out, "{key}={value}").map_err(io)?;
+    }
+    writeln!(out, "\n# schedules (from the database): {SCHEDULES_NOTE}").map_err(io)?;
+    for s in schedules {
+        let trigger = match (&s.every, &s.cron) {
+            (_, Some(cron)) => format!("cron {cron:?} in {}", s.timezone),
+            (Some(every), None) => format!("every {every}"),
+            (None, None) => "-".to_owned(),
+        };
+        writeln!(
+            out,
+            "# {:<8} {} limit {} misfire grace {} {}",
+            s.name,
+            trigger,
+            s.limit,
+            s.misfire_grace,
+            if s.enabled { "enabled" } else { "disabled" }
+        )
+        .map_err(io)?;
+    }
+    Ok(())
+}
