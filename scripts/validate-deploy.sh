@@ -460,8 +460,13 @@ check_rendered variant-hpa
 variant keda-cron keda producer-cronjob
 check_rendered variant-keda-cron --expect-keda
 grep -q "kind: CronJob" "$out/variant-keda-cron.yaml" || fail "producer-cronjob: no CronJob rendered"
-if grep -q "name: linkpulse-producer" <(grep -A3 "^kind: Deployment" "$out/variant-keda-cron.yaml"); then
-  fail "producer-cronjob: the producer Deployment is still there"
+grep -q 'command: \["/usr/local/bin/producer", "cycle", "prune"\]\|- prune$' "$out/variant-keda-cron.yaml" ||
+  fail "producer-cronjob: no prune CronJob rendered"
+# The Deployment stays, serving the admin API without running schedules.
+grep -A1 -- "- /usr/local/bin/producer" "$out/variant-keda-cron.yaml" | grep -q -- "- serve" ||
+  fail "producer-cronjob: the producer Deployment does not run \`producer serve\`"
+if grep -A1 -- "- /usr/local/bin/producer" "$out/variant-keda-cron.yaml" | grep -q -- "- run$"; then
+  fail "producer-cronjob: a producer still runs \`producer run\` beside the CronJobs"
 fi
 
 step "k8s examples not part of any overlay"

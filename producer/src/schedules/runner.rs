@@ -79,7 +79,12 @@ struct Work {
 
 /// The producer instance recorded with each run: `hostname:pid`.
 pub fn instance() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "unknown".to_owned());
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned());
     format!("{host}:{}", std::process::id())
 }
 
