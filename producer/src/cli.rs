@@ -23,14 +23,33 @@ pub struct Cli {
 pub enum Command {
     /// Apply all migrations (ours and the queue's); idempotent.
     Migrate,
-    /// Cycle every LINKPULSE_CYCLE_INTERVAL until SIGTERM/SIGINT.
+    /// Serve the admin API and run the due schedules (leader only) until SIGTERM/SIGINT.
     Run,
-    /// Run one cycle, print what it enqueued, exit (for cron).
+    /// Serve the admin API, dashboard and metrics only, without running schedules (beside an
+    /// external scheduler that runs `producer cycle`).
+    Serve,
+    /// Run one schedule's work once, print what it did, exit (cron, systemd timers). Without
+    /// NAME: the enabled ones of check and refresh.
     Cycle {
+        /// Schedule to run: check, refresh or prune.
+        #[arg(value_parser = ["check", "refresh", "prune"])]
+        name: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
+    /// The effective settings (secrets redacted) and where the schedules' timing lives.
+    Config {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Schedules: list, show, enable, disable, change, run now.
+    #[command(subcommand)]
+    Schedules(SchedulesCommand),
+    /// The history of schedule runs.
+    #[command(subcommand)]
+    Runs(RunsCommand),
     /// Saved links.
     #[command(subcommand)]
     Links(LinksCommand),
@@ -89,6 +108,92 @@ pub enum LinksCommand {
     },
 }
 
+/// `producer schedules …`
+#[derive(Debug, Subcommand)]
+pub enum SchedulesCommand {
+    /// Every schedule with its trigger, toggle, next and last run.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One schedule and its recent runs.
+    Show {
+        /// check, refresh or prune.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Turn a schedule on (its next run is its next occurrence from now).
+    Enable {
+        /// check, refresh or prune.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Turn a schedule off (the leader stops running it within a second).
+    Disable {
+        /// check, refresh or prune.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a schedule's trigger, time zone, limit or misfire grace.
+    Set {
+        /// check, refresh or prune.
+        name: String,
+        /// An interval (e.g. 90s, 15m, 1h).
+        #[arg(long, conflicts_with = "cron")]
+        every: Option<String>,
+        /// A cron expression: 5 fields (minute first) or 6 (seconds first), e.g. "30 2 * * *".
+        #[arg(long)]
+        cron: Option<String>,
+        /// IANA time zone of the cron expression (e.g. Europe/Berlin; default UTC).
+        #[arg(long)]
+        timezone: Option<String>,
+        /// Most jobs one run enqueues (prune: deletes).
+        #[arg(long)]
+        limit: Option<i64>,
+        /// A run later than this is recorded as missed and skipped (e.g. 30s).
+        #[arg(long)]
+        misfire_grace: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a schedule now (recorded as a manual run; its plan is unchanged).
+    Run {
+        /// check, refresh or prune.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `producer runs …`
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// Runs, newest first.
+    List {
+        /// Only this schedule.
+        #[arg(long)]
+        schedule: Option<String>,
+        /// Only this status: running, ok, failed, missed, abandoned.
+        #[arg(long, value_parser = ["running", "ok", "failed", "missed", "abandoned"])]
+        status: Option<String>,
+        /// At most this many (at most 1000).
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// `producer queue …`
 #[derive(Debug, Subcommand)]
 pub enum QueueCommand {
@@ -139,6 +244,45 @@ pub enum QueueCommand {
         /// Age limit (e.g. 7d).
         #[arg(long, value_parser = humantime::parse_duration)]
         older_than: Option<Duration>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop workers claiming a kind (within one poll interval); queued jobs wait, running ones
+    /// finish.
+    Pause {
+        /// check or refresh.
+        kind: String,
+        /// Why (shown by `queue stats` and the API).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let workers claim a paused kind again, at once.
+    Resume {
+        /// check or refresh.
+        kind: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Discard queued jobs: they become failed with result class `cancelled`. Running, done and
+    /// failed jobs are left alone. Needs a filter.
+    Cancel {
+        /// Only this one job (its id from `queue list`).
+        #[arg(long, conflicts_with_all = ["kind", "link"])]
+        job: Option<i64>,
+        /// Only this kind.
+        #[arg(long)]
+        kind: Option<String>,
+        /// Only the jobs of this link (id or URL).
+        #[arg(long)]
+        link: Option<String>,
+        /// Why (stored as the jobs' last error; default "cancelled by cli:$USER").
+        #[arg(long)]
+        reason: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,

@@ -16,7 +16,16 @@ use super::{ClaimedJob, QueueError};
 ///    `(priority, run_at, id)` order with `FOR UPDATE SKIP LOCKED`, so concurrent claimers take
 ///    disjoint rows and never wait on each other. Rows of a group whose slots all looked taken (in
 ///    this statement's snapshot) are passed over, so a full group at the head of the queue does
-///    not starve the others.
+///    not starve the others. Rows of a paused kind are never candidates: `claimable` subtracts
+///    `queue_paused_kinds` from `$2` once per statement, and the walk tests each row's kind
+///    against that array as it tested it against `$2` before (no probe of the table per row).
+///    `j.kind <> ALL (ARRAY(…))` would be as cheap to run but not to plan: the planner guesses
+///    that an inequality to each of an unknown array's elements rejects nearly every row, and
+///    sorted every queued row instead of walking `queue_jobs_ready_idx`; `= ANY` of the
+///    remaining kinds it guesses right. With every kind of the worker paused the array is empty
+///    and a one-time filter skips the walk. A pause thus takes effect at each worker's next
+///    claim, and the paused jobs keep their place; a paused backlog at the head of the queue is
+///    walked past by every claim, as a full group is.
 /// 2. `taken` inserts one `queue_group_slots` row per grouped candidate, numbering the free slots
 ///    of each group. A group that uses `u` slots and needs `k` more finds its `k` lowest free
 ///    numbers among `1..=min(cap, u + k)`, so the search never grows with the cap. A slot taken by
@@ -50,12 +59,18 @@ pub async fn claim_batch(
 WITH used AS (
     SELECT group_key, count(*) AS n FROM queue_group_slots GROUP BY group_key
 ),
+-- the worker's kinds less the paused ones (`queue pause`), read once per statement
+claimable AS (
+    SELECT ARRAY(SELECT unnest($2::text[]) EXCEPT SELECT p.kind FROM queue_paused_kinds p) AS kinds
+),
 candidates AS (
     SELECT j.id, j.group_key, j.priority, j.run_at
     FROM queue_jobs j
     WHERE j.state = 'queued'
       AND j.run_at <= now()
-      AND j.kind = ANY($2)
+      AND j.kind = ANY ((SELECT c.kinds FROM claimable c)::text[])
+      -- every kind paused: no walk over the backlog at all (a one-time filter)
+      AND (SELECT cardinality(c.kinds) FROM claimable c) > 0
       -- a worker judged dead (row deleted by a rescue) claims nothing until it re-registers,
       -- or the next rescue would take the new jobs from it mid-run
       AND EXISTS (SELECT 1 FROM queue_workers w WHERE w.id = $1)

@@ -15,6 +15,7 @@
 //! - [`engine`]: the worker-side tasks tying the above together.
 //! - [`backend`]: the apalis `Backend` and the layer that reports outcomes.
 //! - [`inspect`]: stats, listings, requeue, prune for operators.
+//! - [`control`]: pausing and resuming a kind, cancelling queued jobs, for operators.
 //!
 //! - [`settings`]: what producers, workers and operators must agree on, with named defaults.
 //! - [`metrics`]: attempts per kind and outcome, durations, attempts in flight.
@@ -28,6 +29,7 @@ pub mod ack;
 pub mod backend;
 pub mod backoff;
 pub mod claim;
+pub mod control;
 pub mod engine;
 pub mod enqueue;
 pub mod inspect;
@@ -40,6 +42,7 @@ pub mod settings;
 pub use ack::{Completion, Outcome};
 pub use backend::{JobError, PgBackend};
 pub use backoff::RetryPolicy;
+pub use control::{CANCELLED_CLASS, CancelSelection, PausedKind};
 pub use engine::{Engine, EngineConfig};
 pub use enqueue::{EnqueueReport, EnqueueSelect, Queue, SelectReport, insert_many, insert_select};
 pub use inspect::{JobFilter, JobSummary, KindStats, QueueStats, RequeueReport};
@@ -62,6 +65,9 @@ pub enum QueueError {
     /// Requeue asked for a state that is not finished.
     #[error("only failed or done jobs can be requeued, not {0}")]
     NotFinished(JobState),
+    /// A cancel named no filter at all, which would discard every queued job of every kind.
+    #[error("cancel needs a job id, a kind or a dedupe key")]
+    EmptySelection,
     /// A task reached a handler without the lease the backend attaches.
     #[error("task carries no job lease or report slot")]
     MissingLease,

@@ -8,12 +8,18 @@
 //! - [`api`]: `/api/…`, the same library calls and JSON as the CLI's `--json` output.
 //! - [`auth`]: the bearer-token check of mutating calls.
 //! - [`dashboard`]: the server-rendered page at `/` and its forms.
+//! - [`dashboard_schedules`]: the dashboard's schedules and recent runs, toggle and run-now.
+//! - [`queue_control`]: pausing and resuming a kind, cancelling queued jobs.
 //! - [`metrics`]: gauges refreshed from the database at scrape time, rendered at `/metrics`.
+//! - [`schedules`]: `/api/schedules…` and `/api/runs`.
 
 pub mod api;
 pub mod auth;
 pub mod dashboard;
+pub mod dashboard_schedules;
 pub mod metrics;
+pub mod queue_control;
+pub mod schedules;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -68,6 +74,9 @@ pub enum ApiError {
     /// No such link: 404.
     #[error("{0}")]
     NotFound(String),
+    /// The resource is busy (a schedule already running): 409.
+    #[error("{0}")]
+    Conflict(String),
     /// Missing or wrong token: 401.
     #[error("missing or invalid admin token")]
     Unauthorized,
@@ -84,6 +93,7 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -131,8 +141,17 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/jobs", get(api::jobs))
         .route("/api/links", get(api::links))
         .route("/api/queue/requeue", post(api::requeue))
+        .route("/api/queue/pause/{kind}", post(queue_control::pause))
+        .route("/api/queue/resume/{kind}", post(queue_control::resume))
+        .route("/api/queue/cancel", post(queue_control::cancel))
+        .route("/api/queue/paused", get(queue_control::paused))
         .route("/api/links/{id}/activate", post(api::activate))
         .route("/api/cycle", post(api::cycle))
+        .route("/api/schedules", get(schedules::list))
+        .route("/api/schedules/stats", get(schedules::stats))
+        .route("/api/schedules/{name}", get(schedules::show).patch(schedules::change))
+        .route("/api/schedules/{name}/run", post(schedules::run_now))
+        .route("/api/runs", get(schedules::runs))
         .merge(dashboard::routes())
         .with_state(state)
         .layer(

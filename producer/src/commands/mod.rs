@@ -1,13 +1,15 @@
 //! Command dispatch: each command gets the pool and writes its output to `out`.
 
+pub mod config;
 pub mod links;
 pub mod queue;
+pub mod schedules;
 
 use std::io::Write;
 
 use linkpulse_shared::config::{ExposeSecret, Settings};
 
-use crate::cli::{CliError, Command, LinksCommand, QueueCommand, print_json};
+use crate::cli::{CliError, Command, LinksCommand, QueueCommand, RunsCommand};
 
 /// Runs `command` (anything but `migrate` and `run`, which main handles) against `settings`.
 ///
@@ -28,25 +30,22 @@ pub async fn execute(command: Command, settings: &Settings, out: &mut dyn Write)
                 .map_err(|e| CliError::Internal(anyhow::Error::new(e).context("migration failed")))?;
             writeln!(out, "migrations applied").map_err(links::io)
         }
-        Command::Run => Err(CliError::User("`run` is not a one-shot command".into())),
-        Command::Cycle { json } => {
-            let report = crate::cycle::run_cycle(&pool, settings).await?;
-            if json {
-                return print_json(out, &report);
-            }
-            for (kind, k) in [("check", report.check), ("refresh", report.refresh)] {
-                if k.enabled {
-                    writeln!(
-                        out,
-                        "{kind:<8} enqueued {:>7}  already queued {:>7}",
-                        k.enqueued, k.skipped
-                    )
-                    .map_err(links::io)?;
-                } else {
-                    writeln!(out, "{kind:<8} disabled").map_err(links::io)?;
-                }
-            }
-            Ok(())
+        Command::Run | Command::Serve => Err(CliError::User("`run` and `serve` are not one-shot commands".into())),
+        Command::Cycle { name, json } => schedules::cycle(&pool, settings, name.as_deref(), json, out).await,
+        Command::Config { json } => config::show(&pool, settings, json, out).await,
+        Command::Schedules(cmd) => schedules::schedules(&pool, settings, cmd, out).await,
+        Command::Runs(RunsCommand::List {
+            schedule,
+            status,
+            limit,
+            json,
+        }) => {
+            let filter = crate::schedules::store::RunFilter {
+                schedule,
+                status,
+                limit: Some(limit),
+            };
+            schedules::runs(&pool, filter, json, out).await
         }
         Command::Links(cmd) => match cmd {
             LinksCommand::Add { urls, json } => links::add(&pool, &urls, json, out).await,
@@ -90,6 +89,25 @@ pub async fn execute(command: Command, settings: &Settings, out: &mut dyn Write)
                 queue::requeue(&pool, state, selection, json, out).await
             }
             QueueCommand::Prune { older_than, json } => queue::prune(&pool, settings, older_than, json, out).await,
+            QueueCommand::Pause { kind, reason, json } => {
+                queue::pause(&pool, &kind, reason.as_deref(), json, out).await
+            }
+            QueueCommand::Resume { kind, json } => queue::resume(&pool, &kind, json, out).await,
+            QueueCommand::Cancel {
+                job,
+                kind,
+                link,
+                reason,
+                json,
+            } => {
+                let selection = queue::Selection {
+                    kind,
+                    link,
+                    job,
+                    older_than: None,
+                };
+                queue::cancel(&pool, selection, reason.as_deref(), json, out).await
+            }
         },
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 
-use linkpulse_queue::{JobFilter, JobState, JobSummary, inspect};
+use linkpulse_queue::{CancelSelection, JobFilter, JobState, JobSummary, control, inspect};
 use linkpulse_shared::config::Settings;
 use linkpulse_shared::link_jobs::{KINDS, dedupe_key};
 
@@ -41,6 +41,17 @@ pub async fn stats(pool: &PgPool, json: bool, out: &mut dyn Write) -> Result<(),
             out,
             "{kind:<10} {:>9} {:>9} {:>9} {:>9}  {age:<13} {:>9} {:>10} {mean:>10}",
             s.queued, s.running, s.done, s.failed, s.done_24h, s.failed_24h
+        )
+        .map_err(io)?;
+    }
+    for p in control::paused(pool).await? {
+        writeln!(
+            out,
+            "{} is paused since {} by {}{}",
+            p.kind,
+            p.paused_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            p.paused_by,
+            p.reason.map(|r| format!(": {r}")).unwrap_or_default()
         )
         .map_err(io)?;
     }
@@ -107,7 +118,8 @@ fn job_time(job: &JobSummary) -> chrono::DateTime<chrono::Utc> {
     }
 }
 
-/// Which finished jobs `queue requeue` moves back; every filter optional, all must match.
+/// Which finished jobs `queue requeue` moves back, or which queued jobs `queue cancel` discards
+/// (job, kind and link only); every filter optional, all must match.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
     /// Only this kind.
@@ -222,6 +234,118 @@ pub async fn prune(
         return print_json(out, &serde_json::json!({ "pruned": pruned }));
     }
     writeln!(out, "pruned {pruned} finished job(s)").map_err(io)
+}
+
+/// Who a pause or cancel from the command line is recorded as: `cli:$USER`, or `cli` when the
+/// environment does not say.
+fn actor() -> String {
+    match std::env::var("USER") {
+        Ok(user) if !user.is_empty() => format!("cli:{user}"),
+        _ => "cli".to_owned(),
+    }
+}
+
+/// `queue pause KIND`: `{"kind":"check","paused":true}`.
+///
+/// # Errors
+///
+/// [`CliError::User`] for an unknown kind; internal errors from the database.
+pub async fn pause(
+    pool: &PgPool,
+    kind: &str,
+    reason: Option<&str>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    check_kind(Some(kind))?;
+    let newly = control::pause(pool, kind, &actor(), reason).await?;
+    if json {
+        return print_json(out, &serde_json::json!({ "kind": kind, "paused": true }));
+    }
+    if newly {
+        writeln!(
+            out,
+            "paused {kind}: workers stop claiming it within one poll interval; running jobs finish"
+        )
+    } else {
+        writeln!(out, "{kind} was already paused")
+    }
+    .map_err(io)
+}
+
+/// `queue resume KIND`: `{"kind":"check","paused":false}`.
+///
+/// # Errors
+///
+/// [`CliError::User`] for an unknown kind; internal errors from the database.
+pub async fn resume(pool: &PgPool, kind: &str, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
+    check_kind(Some(kind))?;
+    let was_paused = control::resume(pool, kind).await?;
+    if json {
+        return print_json(out, &serde_json::json!({ "kind": kind, "paused": false }));
+    }
+    if was_paused {
+        writeln!(out, "resumed {kind}: workers claim it again")
+    } else {
+        writeln!(out, "{kind} was not paused")
+    }
+    .map_err(io)
+}
+
+/// `queue cancel`: `{"cancelled":N}`. Uses the `job`, `kind` and `link` of `selection`.
+///
+/// # Errors
+///
+/// [`CliError::User`] without any filter, for an unknown kind or link; internal errors from the
+/// database.
+pub async fn cancel(
+    pool: &PgPool,
+    selection: Selection,
+    reason: Option<&str>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let Selection { kind, link, job, .. } = selection;
+    if job.is_none() && kind.is_none() && link.is_none() {
+        return Err(CliError::User(
+            "cancel needs --job ID, --kind K or --link ID|URL (it never cancels every queued job)".into(),
+        ));
+    }
+    check_kind(kind.as_deref())?;
+    let dedupe = match link {
+        Some(link) => Some(dedupe_key(find(pool, &link).await?.id)),
+        None => None,
+    };
+    let selection = CancelSelection {
+        id: job,
+        kind,
+        dedupe_key: dedupe,
+    };
+    let cancelled = control::cancel(pool, &selection, reason, &actor()).await?;
+    if json {
+        return print_json(out, &serde_json::json!({ "cancelled": cancelled }));
+    }
+    writeln!(out, "cancelled {cancelled} queued job(s)").map_err(io)?;
+    if let Some(id) = job
+        && cancelled == 0
+    {
+        // Say why the one job asked for was left alone.
+        let found = inspect::list(
+            pool,
+            &JobFilter {
+                id: Some(id),
+                ..JobFilter::default()
+            },
+            1,
+        )
+        .await?;
+        match found.first() {
+            Some(j) => writeln!(out, "job {id} is {}, not queued", j.state),
+            None => writeln!(out, "no job {id} (never existed, or pruned)"),
+        }
+        .map_err(io)?;
+    }
+    Ok(())
 }
 
 fn check_kind(kind: Option<&str>) -> Result<(), CliError> {
