@@ -561,8 +561,9 @@ async fn maintain(inner: Arc<Inner>) {
             &inner.pool,
             settings.rescue_after,
             &settings.retry,
-            settings.retain_done,
-            settings.retain_failed,
+            settings
+                .prune_in_maintenance
+                .then_some((settings.retain_done, settings.retain_failed)),
         )
         .await
         {

@@ -447,3 +447,83 @@ pub async fn prune(pool: &PgPool, older_than: Duration) -> Result<u64, QueueErro
     let mut conn = pool.acquire().await?;
     super::maintenance::prune_finished(&mut conn, older_than, older_than, 5000, usize::MAX).await
 }
+
+/// What a worker still has to do, as `worker --until-empty` asks before it stops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Backlog {
+    /// A job of the asked kinds is claimable now (group caps aside): `queued`, `run_at` past, and
+    /// its kind not paused. Scheduled, backing-off and paused jobs are not due.
+    pub due: bool,
+    /// Jobs leased to the asked owner: claimed ahead, running, or finished with the
+    /// acknowledgement not yet written.
+    pub held: i64,
+}
+
+/// `job_backlog_of_owner`: whether any job of `kinds` is due, and how many jobs `owner` holds,
+/// read in one snapshot. A claim moves a job from due to held in one statement, so no job slips
+/// between the two counts; a job whose acknowledgement is still on its way counts as held. Due
+/// means what the claim would take: paused kinds are left out the same way (a paused backlog must
+/// not keep a worker waiting for jobs it will never claim). Cheap enough to poll: the first match
+/// along `queue_jobs_ready_idx`, and the owner's entries in `queue_jobs_running_idx`.
+///
+/// # Errors
+///
+/// [`QueueError::Database`] if the query fails.
+pub async fn backlog(pool: &PgPool, kinds: &[&str], owner: uuid::Uuid) -> Result<Backlog, QueueError> {
+    let kinds: Vec<String> = kinds.iter().map(|k| (*k).to_owned()).collect();
+    let row = sqlx::query!(
+        r#"
+SELECT EXISTS (SELECT 1 FROM queue_jobs
+               WHERE state = 'queued' AND run_at <= now() AND kind = ANY($1)
+                 AND kind <> ALL (ARRAY(SELECT p.kind FROM queue_paused_kinds p))) AS "due!",
+       (SELECT count(*) FROM queue_jobs WHERE state = 'running' AND lease_owner = $2) AS "held!"
+"#,
+        &kinds,
+        owner,
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(Backlog {
+        due: row.due,
+        held: row.held,
+    })
+}
+
+/// Queued jobs that are not due: what `worker --until-empty` leaves behind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NotDue {
+    /// Jobs of unpaused kinds `queued` for a later `run_at` (scheduled, or backing off).
+    pub scheduled: i64,
+    /// The earliest `run_at` among them.
+    pub next_at: Option<DateTime<Utc>>,
+    /// Jobs of paused kinds `queued`, whatever their `run_at`.
+    pub paused: i64,
+}
+
+/// `job_count_not_due`: the queued jobs of `kinds` that are not due ([`NotDue`]). Reads every
+/// such row: for a one-off report, not for polling.
+///
+/// # Errors
+///
+/// [`QueueError::Database`] if the query fails.
+pub async fn not_due(pool: &PgPool, kinds: &[&str]) -> Result<NotDue, QueueError> {
+    let kinds: Vec<String> = kinds.iter().map(|k| (*k).to_owned()).collect();
+    let row = sqlx::query!(
+        r#"
+WITH paused AS (SELECT ARRAY(SELECT p.kind FROM queue_paused_kinds p) AS kinds)
+SELECT count(*) FILTER (WHERE j.kind <> ALL (paused.kinds) AND j.run_at > now()) AS "scheduled!",
+       min(j.run_at) FILTER (WHERE j.kind <> ALL (paused.kinds) AND j.run_at > now()) AS next_at,
+       count(*) FILTER (WHERE j.kind = ANY (paused.kinds)) AS "paused!"
+FROM queue_jobs j, paused
+WHERE j.state = 'queued' AND j.kind = ANY($1)
+"#,
+        &kinds,
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(NotDue {
+        scheduled: row.scheduled,
+        next_at: row.next_at,
+        paused: row.paused,
+    })
+}

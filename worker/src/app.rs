@@ -7,7 +7,7 @@ use anyhow::Context;
 use apalis::prelude::*;
 use tokio_util::sync::CancellationToken;
 
-use linkpulse_queue::{Engine, EngineConfig, JobArgs, PgBackend};
+use linkpulse_queue::{Engine, EngineConfig, JobArgs, PgBackend, inspect};
 use linkpulse_shared::config::{ExposeSecret, Settings};
 use linkpulse_shared::db::{self, check_writer::CheckWriter};
 use linkpulse_shared::fetch::{FetchSettings, Fetcher};
@@ -24,12 +24,38 @@ fn job_timeout(settings: &Settings) -> Duration {
     settings.fetch.timeout * 3 + Duration::from_secs(10)
 }
 
+/// When a worker run ends by itself, besides `stop`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RunMode {
+    /// Only when `stop` is cancelled (SIGTERM/SIGINT): a long-running worker.
+    #[default]
+    UntilStopped,
+    /// Also once nothing of its kinds is due and it holds no job (`worker --until-empty`): ad-hoc
+    /// runs and CI. Jobs scheduled for later, jobs of paused kinds and jobs other workers hold do
+    /// not keep it running.
+    UntilEmpty,
+}
+
 /// Runs a worker until `stop` is cancelled, then drains it.
 ///
 /// # Errors
 ///
 /// If the database, the HTTP client or the health server cannot be set up.
 pub async fn run(settings: Settings, concurrency: usize, stop: CancellationToken) -> anyhow::Result<Drained> {
+    run_with(settings, concurrency, RunMode::UntilStopped, stop).await
+}
+
+/// [`run`], ending also by itself as `mode` says; then it drains exactly as after a SIGTERM.
+///
+/// # Errors
+///
+/// If the database, the HTTP client or the health server cannot be set up.
+pub async fn run_with(
+    settings: Settings,
+    concurrency: usize,
+    mode: RunMode,
+    stop: CancellationToken,
+) -> anyhow::Result<Drained> {
     let concurrency = concurrency.max(1);
     // Before the first job: the ack layer records into whatever recorder is installed then.
     linkpulse_shared::metrics::install();
@@ -74,6 +100,7 @@ pub async fn run(settings: Settings, concurrency: usize, stop: CancellationToken
     };
     let timeout = job_timeout(&settings);
     let grace = settings.shutdown_grace;
+    let poll_interval = settings.queue.poll_interval;
     let pacer = linkpulse_shared::politeness::HostPacer::new(settings.host_interval);
     let cooldowns = Cooldowns::new(handler_pool.clone(), COOLDOWN_REFRESH);
     let checks = CheckWriter::start(handler_pool.clone(), settings.failure_threshold);
@@ -92,14 +119,86 @@ pub async fn run(settings: Settings, concurrency: usize, stop: CancellationToken
         .await
         .context("failed to register the worker")?;
     tracing::info!(addr = %health, concurrency, "worker ready");
+    let watcher = (mode == RunMode::UntilEmpty).then(|| {
+        tokio::spawn(stop_when_empty(
+            handler_pool.clone(),
+            engine.clone(),
+            config.kinds.clone(),
+            poll_interval,
+            stop.clone(),
+        ))
+    });
     let worker = WorkerBuilder::new(name)
         .backend(PgBackend::<LinkJob>::new(engine.clone(), config))
         .data(state)
         .concurrency(concurrency)
         .timeout(timeout)
         .build(run_link_job);
-    let drained = run_until_drained(&engine, worker.run(), stop, grace)
-        .await
-        .context("worker failed")?;
-    Ok(drained)
+    let drained = run_until_drained(&engine, worker.run(), stop, grace).await;
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
+    drained.context("worker failed")
+}
+
+/// Idle checks in a row, one poll interval apart, that make `--until-empty` stop. One check is a
+/// consistent snapshot (a claim moves a job from due to held in one statement), but a job can
+/// become due between two checks without having been due at either end of a single one: a retry
+/// whose backoff is shorter than the poll interval, a job enqueued meanwhile, a lease of this
+/// worker rescued back. Two checks a poll interval apart give each of those a full interval to
+/// show up, which is also how late the engine's own fallback poll would notice them.
+const IDLE_CHECKS_TO_STOP: u32 = 2;
+
+/// `--until-empty`: cancels `stop` — the same token SIGTERM cancels, so the drain is the same —
+/// once [`IDLE_CHECKS_TO_STOP`] checks in a row find no job of `kinds` due and none held by this
+/// worker (claimed ahead, running, or acknowledgement not yet written). "Held" is read from the
+/// leases in the database rather than counted in memory: a count kept beside the buffer would
+/// miss a job between its claim's commit and its arrival in the buffer, while the leases change
+/// in the same statement that makes a job stop being due. Returns early if `stop` is cancelled
+/// by a signal. A failed check counts as not idle: the worker never stops on a guess.
+async fn stop_when_empty(
+    pool: sqlx::PgPool,
+    engine: Engine,
+    kinds: Vec<&'static str>,
+    poll_interval: Duration,
+    stop: CancellationToken,
+) {
+    // A zero poll interval (tests) would turn this into a busy loop on the handlers' connection.
+    let period = poll_interval.max(Duration::from_millis(50));
+    let mut idle_checks = 0;
+    loop {
+        match inspect::backlog(&pool, &kinds, engine.id()).await {
+            Ok(backlog) if !backlog.due && backlog.held == 0 => idle_checks += 1,
+            Ok(_) => idle_checks = 0,
+            Err(error) => {
+                let error = linkpulse_util::errors::error_chain(&error);
+                tracing::warn!(%error, "until-empty: backlog check failed; retrying");
+                idle_checks = 0;
+            }
+        }
+        if idle_checks >= IDLE_CHECKS_TO_STOP {
+            break;
+        }
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(period) => {}
+        }
+    }
+    match inspect::not_due(&pool, &kinds).await {
+        Ok(left) if left.scheduled > 0 || left.paused > 0 => {
+            let next_at = left.next_at.map(|at| at.to_rfc3339());
+            tracing::info!(
+                scheduled_later = left.scheduled,
+                next_at = next_at.as_deref(),
+                paused_kinds_queued = left.paused,
+                "until-empty: nothing due and nothing in flight; draining (jobs scheduled later or of paused kinds stay queued)"
+            );
+        }
+        Ok(_) => tracing::info!("until-empty: nothing due and nothing in flight; draining"),
+        Err(error) => tracing::info!(
+            error = %linkpulse_util::errors::error_chain(&error),
+            "until-empty: nothing due and nothing in flight; draining (could not count the jobs scheduled later)"
+        ),
+    }
+    stop.cancel();
 }

@@ -18,13 +18,19 @@ use tokio_util::sync::CancellationToken;
 
 use linkpulse_shared::config::{Env, Settings};
 
-/// `worker [--concurrency N]`: run until SIGTERM/SIGINT; drain in-flight jobs first.
+/// `worker [--concurrency N] [--until-empty]`: run until SIGTERM/SIGINT (or, with
+/// `--until-empty`, until nothing is due); drain in-flight jobs first.
 #[derive(Debug, Parser)]
 #[command(name = "worker", version, about)]
 pub struct Cli {
     /// Jobs this process runs at once (default LINKPULSE_WORKER_CONCURRENCY, 16).
     #[arg(long)]
     pub concurrency: Option<usize>,
+    /// Exit (0) once no check or refresh job is due and this worker has none in flight, draining
+    /// as on SIGTERM: for ad-hoc runs and CI. Jobs scheduled for later (retry backoff, future
+    /// run_at), jobs of paused kinds and jobs held by other workers do not keep it running.
+    #[arg(long)]
+    pub until_empty: bool,
 }
 
 /// The whole program: parse, configure, run, map errors to exit codes.
@@ -46,7 +52,12 @@ pub async fn main_entry() -> ExitCode {
         return ExitCode::from(2);
     }
     let concurrency = cli.concurrency.unwrap_or(settings.worker_concurrency);
-    match app::run(settings, concurrency, stop).await {
+    let mode = if cli.until_empty {
+        app::RunMode::UntilEmpty
+    } else {
+        app::RunMode::UntilStopped
+    };
+    match app::run_with(settings, concurrency, mode, stop).await {
         Ok(_) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
