@@ -81,10 +81,7 @@ fn describe() {
         metrics::Unit::Seconds,
         "Duration of one schedule run"
     );
-    metrics::describe_gauge!(
-        SCHEDULE_LAST_SUCCESS,
-        "Unix time of the schedule's last successful run"
-    );
+    metrics::describe_gauge!(SCHEDULE_LAST_SUCCESS, "Unix time of the schedule's last successful run");
     metrics::describe_counter!(JOBS_TOTAL, "Finished job attempts per kind and outcome");
     metrics::describe_histogram!(JOB_DURATION, metrics::Unit::Seconds, "Duration of one job attempt");
     metrics::describe_gauge!(JOBS_IN_FLIGHT, "Job attempts running in this worker");

@@ -43,10 +43,11 @@ pub fn routes() -> Router<AdminState> {
         .route("/dashboard/login", post(login))
         .route("/dashboard/requeue/{job_id}", post(requeue))
         .route("/dashboard/links/{id}/activate", post(activate))
+        .merge(super::dashboard_schedules::routes())
 }
 
 /// The token from our cookie, if the browser sent one.
-fn cookie_token(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn cookie_token(headers: &HeaderMap) -> Option<&str> {
     headers
         .get_all(COOKIE)
         .iter()
@@ -55,7 +56,8 @@ fn cookie_token(headers: &HeaderMap) -> Option<&str> {
         .find_map(|pair| pair.trim().strip_prefix(COOKIE_NAME)?.strip_prefix('='))
 }
 
-fn escape(text: &str) -> String {
+/// Text as HTML (element content or a quoted attribute value).
+pub(super) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -70,7 +72,7 @@ fn escape(text: &str) -> String {
     out
 }
 
-fn back_to_page() -> Response {
+pub(super) fn back_to_page() -> Response {
     (StatusCode::SEE_OTHER, [(LOCATION, "/")]).into_response()
 }
 
@@ -128,6 +130,7 @@ async fn page(State(state): State<AdminState>, headers: HeaderMap) -> Result<Htm
         );
     }
     html.push_str("</table>");
+    html.push_str(&super::dashboard_schedules::section(&state.readers).await?);
 
     html.push_str("<h2>Recent failed jobs</h2><table id=failed><tr><th>id</th><th>kind</th><th>link</th><th>attempts</th><th>result</th><th>code</th><th>duration</th><th>finished</th><th>error</th><th></th></tr>");
     for job in &failed {

@@ -1,13 +1,14 @@
 //! The dashboard in a real (headless) Chromium: sign in, requeue a failed job and mark an
 //! inaccessible link active, and see both on the page.
 
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fantoccini::{ClientBuilder, Locator};
+use fantoccini::{Client, ClientBuilder, Locator};
 use sqlx::PgPool;
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 use tokio_util::sync::CancellationToken;
 
 use linkpulse_shared::config::AdminToken;
@@ -30,7 +31,7 @@ const SKIP_VARIABLE: &str = "LINKPULSE_SKIP_BROWSER_TESTS";
 /// Chromium and chromedriver, or `None` when the operator explicitly skips the browser test.
 /// A missing browser is a failure, not a silent pass: CI (`.ci/run` exports `CI=true`) installs
 /// it with `scripts/ensure-browser.sh`, and a local run must either do the same or say it skips.
-fn browser() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+pub(crate) fn browser() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
     let skip = std::env::var(SKIP_VARIABLE).is_ok_and(|v| v == "1");
     let in_ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false");
     if skip && !in_ci {
@@ -45,6 +46,96 @@ fn browser() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
         );
     };
     Some((chromium, driver))
+}
+
+/// A chromedriver child and a WebDriver session of headless Chromium with a throwaway profile.
+pub(crate) struct Browser {
+    /// The session; every test drives the page through it.
+    pub(crate) client: Client,
+    chromedriver: Child,
+    profile: PathBuf,
+}
+
+impl Browser {
+    /// Starts chromedriver on a free port and opens a session with `chromium`.
+    pub(crate) async fn start(chromium: &Path, driver: &Path) -> Self {
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
+            listener.local_addr().expect("addr").port()
+        };
+        let chromedriver = Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn chromedriver");
+        wait_for(Duration::from_secs(20), "chromedriver to listen", || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await;
+        let profile = std::env::temp_dir().join(format!("linkpulse-chromium-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&profile).expect("profile dir");
+        let mut capabilities = serde_json::Map::new();
+        capabilities.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({
+                "binary": chromium,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    format!("--user-data-dir={}", profile.display()),
+                ],
+            }),
+        );
+        let client = ClientBuilder::rustls()
+            .expect("tls connector")
+            .capabilities(capabilities)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("webdriver session");
+        Self {
+            client,
+            chromedriver,
+            profile,
+        }
+    }
+
+    /// Ends the session, chromedriver and the profile.
+    pub(crate) async fn close(mut self) {
+        self.client.close().await.expect("close session");
+        let _ = self.chromedriver.kill().await;
+        let _ = std::fs::remove_dir_all(&self.profile);
+    }
+}
+
+/// Signs in on the loaded dashboard with `token` (sets the cookie) and waits for the signed-in
+/// page.
+pub(crate) async fn sign_in(client: &Client, token: &str) {
+    client
+        .find(Locator::Id("token"))
+        .await
+        .expect("token field")
+        .send_keys(token)
+        .await
+        .expect("type token");
+    client
+        .find(Locator::Css("#login button"))
+        .await
+        .expect("sign-in button")
+        .click()
+        .await
+        .expect("sign in");
+    // A click returns before the navigation it starts ends: wait for the signed-in page.
+    client
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Id("session"))
+        .await
+        .expect("signed in");
 }
 
 #[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
@@ -86,45 +177,8 @@ async fn dashboard_requeues_a_failed_job_and_marks_a_link_active_from_the_browse
         .await
         .expect("admin server");
 
-    // chromedriver on a free port, headless Chromium with a throwaway profile.
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
-        listener.local_addr().expect("addr").port()
-    };
-    let mut chromedriver = Command::new(driver)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn chromedriver");
-    wait_for(Duration::from_secs(20), "chromedriver to listen", || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .ok()
-            .map(|_| ())
-    })
-    .await;
-    let profile = std::env::temp_dir().join(format!("linkpulse-chromium-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&profile).expect("profile dir");
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert(
-        "goog:chromeOptions".into(),
-        serde_json::json!({
-            "binary": chromium,
-            "args": [
-                "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                format!("--user-data-dir={}", profile.display()),
-            ],
-        }),
-    );
-    let client = ClientBuilder::rustls()
-        .expect("tls connector")
-        .capabilities(capabilities)
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .expect("webdriver session");
+    let browser = Browser::start(&chromium, &driver).await;
+    let client = &browser.client;
 
     let base = format!("http://{admin}/");
     client.goto(&base).await.expect("load dashboard");
@@ -166,27 +220,7 @@ async fn dashboard_requeues_a_failed_job_and_marks_a_link_active_from_the_browse
     assert!(dead_row.contains("inaccessible"), "{dead_row}");
 
     // Sign in (sets the cookie), then requeue exactly that job.
-    client
-        .find(Locator::Id("token"))
-        .await
-        .expect("token field")
-        .send_keys(TOKEN)
-        .await
-        .expect("type token");
-    client
-        .find(Locator::Css("#login button"))
-        .await
-        .expect("sign-in button")
-        .click()
-        .await
-        .expect("sign in");
-    // A click returns before the navigation it starts ends: wait for the signed-in page.
-    client
-        .wait()
-        .at_most(Duration::from_secs(20))
-        .for_element(Locator::Id("session"))
-        .await
-        .expect("signed in");
+    sign_in(client, TOKEN).await;
     client
         .find(Locator::Id(&format!("requeue-{job_id}")))
         .await
@@ -257,8 +291,6 @@ async fn dashboard_requeues_a_failed_job_and_marks_a_link_active_from_the_browse
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    client.close().await.expect("close session");
-    let _ = chromedriver.kill().await;
-    let _ = std::fs::remove_dir_all(&profile);
+    browser.close().await;
     stop.cancel();
 }
