@@ -95,6 +95,8 @@ pub fn instance() -> String {
 /// [`RunError::Busy`] while another run of it is in progress, [`RunError::Unknown`], or a
 /// database failure of the bookkeeping. A failure of the work itself is in the returned run.
 pub async fn run_now(pool: &PgPool, settings: &Settings, name: &str, by: &str) -> Result<Run, RunError> {
+    // Any replica or command may be the first to need the rows.
+    store::seed(pool, settings).await?;
     let schedule = store::get(pool, name)
         .await?
         .ok_or_else(|| RunError::Unknown(name.to_owned()))?;
@@ -119,6 +121,7 @@ pub async fn run_now(pool: &PgPool, settings: &Settings, name: &str, by: &str) -
 pub async fn cycle(pool: &PgPool, settings: &Settings, by: &str) -> Result<cycle::CycleReport, RunError> {
     let mut report = cycle::CycleReport::default();
     let span = tracing::Span::current();
+    store::seed(pool, settings).await?;
     for schedule in store::list(pool).await? {
         let slot = match schedule.name.as_str() {
             "check" => &mut report.check,

@@ -225,13 +225,13 @@ async fn two_hundred_concurrent_readers_never_delay_the_leaders_cycles(pool: PgP
     );
     let addr = producer.logged_addr("admin server listening").await;
     wait_for(Duration::from_secs(30), "the producer's first cycle", || async {
-        (producer.count("cycle done") >= 1).then_some(())
+        (producer.count("schedule run done") >= 1).then_some(())
     })
     .await;
 
     // 200 clients, each reading stats and the dashboard in a loop for the whole window.
     let window = Duration::from_secs(8);
-    let before = producer.count("cycle done");
+    let before = producer.count("schedule run done");
     let started = tokio::time::Instant::now();
     let answered = Arc::new(AtomicUsize::new(0));
     let mut clients = Vec::new();
@@ -259,7 +259,7 @@ async fn two_hundred_concurrent_readers_never_delay_the_leaders_cycles(pool: PgP
         client.await.expect("client");
     }
     let elapsed = started.elapsed();
-    let cycles = producer.count("cycle done") - before;
+    let cycles = producer.count("schedule run done") - before;
 
     // Premise: the readers really loaded the server.
     assert!(

@@ -69,8 +69,10 @@ async fn job_ids(pool: &PgPool) -> Vec<i64> {
 const RETAIN_HOUR: Duration = Duration::from_secs(3600);
 const RESCUE_AFTER: Duration = Duration::from_secs(30);
 
+/// Pruning is the producer's `prune` schedule (one pruner), with the retention of its settings;
+/// a worker's maintenance, configured from the same environment, only rescues.
 #[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
-async fn workers_prune_finished_jobs_past_the_retention_of_their_settings(pool: PgPool) {
+async fn the_prune_schedule_prunes_finished_jobs_past_their_retention_and_workers_do_not(pool: PgPool) {
     integration_tests::create_test_runs(&pool).await.expect("test_runs");
     // Retention 1 h for done, 1 d for failed. Each kept row would go under the other state's
     // retention, and the 20-hour-old done job would stay under the default (1 d).
@@ -80,26 +82,36 @@ async fn workers_prune_finished_jobs_past_the_retention_of_their_settings(pool: 
     let failed_2d = finished(&pool, "failed", "2 days", 1).await;
     let failed_2h = finished(&pool, "failed", "2 hours", 1).await;
     let scheduled = old_scheduled(&pool).await;
-    let _worker = WorkerProcess::spawn(
-        &pool,
-        &[
-            ("LINKPULSE_RETAIN_DONE", "1h".into()),
-            ("LINKPULSE_RETAIN_FAILED", "1d".into()),
-        ],
-    )
-    .await;
-    let expired = [done_2h[0], done_20h[0], failed_2d[0]];
-    wait_for(Duration::from_secs(20), "the worker's maintenance to prune", || async {
-        let left = job_ids(&pool).await;
-        (!expired.iter().any(|id| left.contains(id))).then_some(())
-    })
-    .await;
-    // Everything a pass prunes goes in that one pass; the rest stays.
+    let retention = [
+        ("LINKPULSE_RETAIN_DONE", "1h".into()),
+        ("LINKPULSE_RETAIN_FAILED", "1d".into()),
+        ("LINKPULSE_RESCUE_AFTER", "1s".into()),
+        ("LINKPULSE_HEARTBEAT_INTERVAL", "200ms".into()),
+    ];
+    let worker = WorkerProcess::spawn(&pool, &retention).await;
+    // Several maintenance passes (one per rescue_after / 3, at least 200 ms) go by.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(job_ids(&pool).await.len(), 6, "a worker's maintenance does not prune");
+    drop(worker);
+
+    let url = url_of(&pool).await;
+    let env: Vec<(&str, &str)> = retention
+        .iter()
+        .map(|(k, v): &(&str, String)| (*k, v.as_str()))
+        .collect();
+    let output = crate::producer_loop::producer_command(&url, &["cycle", "prune", "--json"], &env)
+        .output()
+        .await
+        .expect("producer cycle prune");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let run: serde_json::Value = serde_json::from_slice(&output.stdout).expect("run JSON");
+    assert_eq!(run["details"]["deleted_jobs"], 3, "{run}");
     assert_eq!(
         job_ids(&pool).await,
         vec![done_10m[0], failed_2h[0], scheduled],
         "only finished jobs past their state's retention are pruned"
     );
+    let _ = (done_2h, done_20h, failed_2d);
 }
 
 #[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]

@@ -69,11 +69,13 @@ async fn armed_listener(pool: &PgPool, old: &[i32]) -> Option<(i32, f64)> {
 }
 
 /// Whether the worker whose connections are named `app` finished a claim after `since` and
-/// its claim connection now sits idle (the fetcher waits for a wake-up or its poll).
+/// its claim connection now sits idle (the fetcher waits for a wake-up or its poll). The claim is
+/// recognised by its opening lines: `pg_stat_activity` keeps only the first
+/// `track_activity_query_size` bytes (1 kB) of a statement.
 async fn claimed_since(pool: &PgPool, app: &str, since: f64) -> bool {
     let (idle,): (bool,) = sqlx::query_as(
         "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() \
-           AND application_name = $1 AND state = 'idle' AND query LIKE '%FOR UPDATE OF j SKIP LOCKED%' \
+           AND application_name = $1 AND state = 'idle' AND query LIKE '%WITH used AS (%FROM queue_group_slots GROUP BY group_key%' \
            AND extract(epoch FROM state_change)::float8 > $2)",
     )
     .bind(app)
