@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use tokio::process::Command;
 use uuid::Uuid;
 
-use crate::helpers::{WorkerProcess, count_state, url_of, wait_for};
+use crate::helpers::{WorkerProcess, count_state, url_of};
 
 /// Inserts `n` jobs in `state`, finished `age` ago (plus `i` seconds for the i-th, so the
 /// first is the youngest), created long before; returns their ids in insertion order.
