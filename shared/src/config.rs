@@ -173,7 +173,13 @@ mod tests {
 
     #[test]
     fn queue_settings_default_when_unset() {
-        assert_eq!(queue_settings(&env(&[])), Ok(QueueSettings::default()));
+        // The queue's defaults, except that the producer's prune schedule, not the workers'
+        // maintenance, prunes.
+        let expected = QueueSettings {
+            prune_in_maintenance: false,
+            ..QueueSettings::default()
+        };
+        assert_eq!(queue_settings(&env(&[])), Ok(expected));
     }
 
     #[test]
