@@ -223,7 +223,7 @@ mod tests {
         settings.refresh_enabled = false;
         settings.cycle_limit = 10_000;
         for p in [1_u32, 10, 37, 99, 100] {
-            sqlx::raw_sql("TRUNCATE links, queue_jobs RESTART IDENTITY")
+            sqlx::raw_sql("TRUNCATE links, link_verdicts, queue_jobs RESTART IDENTITY")
                 .execute(&pool)
                 .await
                 .expect("empty tables");

@@ -56,6 +56,12 @@ pub enum Command {
     /// The job queue.
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// Print the admin API's OpenAPI 3.1 document (as served at `/api/openapi.json`); needs no
+    /// database.
+    Openapi,
+    /// Webhooks: endpoints that receive link status events.
+    #[command(subcommand)]
+    Webhooks(crate::commands::webhooks::WebhooksCommand),
 }
 
 /// `producer links …`
@@ -70,19 +76,49 @@ pub enum LinksCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Import one URL per line from FILE, or `-` for stdin (blank lines and `#` comments skipped).
+    /// Import links from FILE, or `-` for stdin: one URL per line (blank lines and `#` comments
+    /// skipped), CSV with a `url` column, or a browser's bookmarks export (Netscape HTML), detected
+    /// by content. Bad lines are reported with their reason; exit 1 when some were rejected (the
+    /// others are imported all the same).
     Import {
         /// File path or `-`.
         file: String,
+        /// The input's format, instead of detecting it: lines, csv or html.
+        #[arg(long)]
+        format: Option<linkpulse_shared::bookmarks::Format>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
     },
-    /// List links.
+    /// Write every link to stdout, streamed: json (the `links list --json` array), csv or html
+    /// (Netscape bookmarks, importable by browsers and `links import`).
+    Export {
+        /// json, csv or html.
+        #[arg(long, default_value = "json")]
+        format: crate::commands::export::ExportFormat,
+    },
+    /// Pause every saved link that an exclude pattern of LINKPULSE_RULES_FILE matches (status
+    /// reason `excluded by rule "…"`) and cancel its queued jobs. New and imported links are
+    /// excluded as they are saved; run this after adding a pattern.
+    ApplyRules {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List links, by id (the same query as `GET /api/links`).
     List {
-        /// Only this status: active, inaccessible, repo_unavailable, archived.
-        #[arg(long, value_parser = ["active", "inaccessible", "repo_unavailable", "archived"])]
+        /// Only this status: active, inaccessible, repo_unavailable, archived, paused.
+        #[arg(long, value_parser = ["active", "inaccessible", "repo_unavailable", "archived", "paused"])]
         status: Option<String>,
+        /// Only this host.
+        #[arg(long)]
+        host: Option<String>,
+        /// Only links whose URL or title contains this text (case-insensitive).
+        #[arg(long)]
+        q: Option<String>,
+        /// Only links last checked before this time (RFC 3339, e.g. 2026-12-01T00:00:00Z).
+        #[arg(long)]
+        checked_before: Option<chrono::DateTime<chrono::FixedOffset>>,
         /// At most this many.
         #[arg(long, default_value_t = 1000)]
         limit: i64,
@@ -100,6 +136,49 @@ pub enum LinksCommand {
     },
     /// Manual override: status active, failures reset to 0.
     Activate {
+        /// Id or URL.
+        link: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pause a link: never checked or refreshed on schedule, never counted, until resumed.
+    Pause {
+        /// Id or URL.
+        link: String,
+        /// Why (kept as the link's status reason and in its event).
+        #[arg(long)]
+        reason: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resume a paused link: status active, failures reset to 0.
+    Resume {
+        /// Id or URL.
+        link: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a link and cancel its queued jobs (a running one finishes and writes nothing).
+    Remove {
+        /// Id or URL.
+        link: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a link now, ahead of scheduled work (its queued check, if any, is the answer).
+    Check {
+        /// Id or URL.
+        link: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Refresh a link's metadata now, ahead of scheduled work.
+    Refresh {
         /// Id or URL.
         link: String,
         /// Print JSON.
@@ -251,7 +330,7 @@ pub enum QueueCommand {
     /// Stop workers claiming a kind (within one poll interval); queued jobs wait, running ones
     /// finish.
     Pause {
-        /// check or refresh.
+        /// check, refresh or deliver.
         kind: String,
         /// Why (shown by `queue stats` and the API).
         #[arg(long)]
@@ -262,7 +341,7 @@ pub enum QueueCommand {
     },
     /// Let workers claim a paused kind again, at once.
     Resume {
-        /// check or refresh.
+        /// check, refresh or deliver.
         kind: String,
         /// Print JSON.
         #[arg(long)]

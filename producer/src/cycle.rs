@@ -18,7 +18,9 @@ use linkpulse_shared::link_jobs::{CHECK, REFRESH};
 use linkpulse_shared::telemetry;
 
 /// The enqueue statement for links whose `$column` is older than `now() - $1` (or null: never
-/// done), at most `$2` jobs, fair to every host:
+/// done) and whose status is not one of `$skipped` (a SQL list: `paused` links are never
+/// scheduled, `inaccessible` ones are not refreshed until they recover), at most `$2` jobs, fair
+/// to every host:
 ///
 /// 1. `busy`: hosts that already have `$6` or more jobs of this kind waiting. More would only wait
 ///    behind those (a host's jobs run at most `LINKPULSE_HOST_CONCURRENCY` at a time, paced), so
@@ -37,7 +39,7 @@ use linkpulse_shared::telemetry;
 /// its child, in the cycle's trace. The skip probes `queue_jobs_dedupe_idx` with the same key,
 /// spelled over the `l.` alias.
 macro_rules! link_enqueue_due {
-    ($column:literal) => {
+    ($column:literal, $skipped:literal) => {
         concat!(
             "WITH busy AS (
     SELECT group_key FROM queue_jobs
@@ -53,6 +55,9 @@ candidates AS (
     WHERE coalesce(l.",
             $column,
             ", '-infinity'::timestamptz) <= now() - make_interval(secs => $1)
+      AND l.status NOT IN (",
+            $skipped,
+            ")
       AND l.host NOT IN (SELECT group_key FROM busy)
       AND NOT EXISTS (
           SELECT 1 FROM queue_jobs q
@@ -144,11 +149,13 @@ pub async fn enqueue_kind(
 }
 
 /// `link_enqueue_due_checks`: due = never checked, or checked before `now() - $1`
-/// (`links_check_due_idx`).
-const LINK_ENQUEUE_DUE_CHECKS: &str = link_enqueue_due!("last_checked_at");
+/// (`links_check_due_idx`); never a paused link (`archived` ones are still checked).
+const LINK_ENQUEUE_DUE_CHECKS: &str = link_enqueue_due!("last_checked_at", "'paused'");
 
-/// `link_enqueue_due_refreshes`: the same over `refreshed_at` (`links_refresh_due_idx`).
-const LINK_ENQUEUE_DUE_REFRESHES: &str = link_enqueue_due!("refreshed_at");
+/// `link_enqueue_due_refreshes`: the same over `refreshed_at` (`links_refresh_due_idx`), and
+/// not of an `inaccessible` link either: its page is not there to read, and its check (still
+/// scheduled) finds out when it recovers, after which its refresh is due again.
+const LINK_ENQUEUE_DUE_REFRESHES: &str = link_enqueue_due!("refreshed_at", "'paused', 'inaccessible'");
 
 /// What a cycle did for one kind.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

@@ -38,6 +38,16 @@ pub async fn main_entry() -> ExitCode {
             return ExitCode::from(u8::from(e.use_stderr()));
         }
     };
+    if matches!(cli.command, cli::Command::Openapi) {
+        // The document is the code's: no settings, no database.
+        return match admin::openapi::print(&mut std::io::stdout().lock()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(e.exit_code())
+            }
+        };
+    }
     let settings = match Settings::from_env(&Env::new(|k| std::env::var(k).ok())) {
         Ok(s) => s,
         Err(e) => {

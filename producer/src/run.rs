@@ -311,6 +311,10 @@ pub async fn run(settings: Settings, mode: Mode, stop: CancellationToken) -> any
                 tracing::error!(error = %linkpulse_util::errors::error_chain(&error), "cannot read the schedules");
             }
         }
+        // The webhooks' outbox: every pass, so a transition's deliveries start within a second.
+        if let Err(error) = linkpulse_shared::webhooks::dispatch(&pool, &settings).await {
+            tracing::error!(error = %linkpulse_util::errors::error_chain(&error), "cannot dispatch webhook events");
+        }
         // Wake exactly at the next occurrence when it comes before the poll: a run's lateness
         // is then its own, not the loop's, and a short misfire grace stays meaningful.
         if let Ok(Some(next)) = crate::schedules::store::next_due(&pool).await {

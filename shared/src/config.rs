@@ -220,6 +220,12 @@ pub const DEFAULT_CYCLE_LIMIT: i64 = 10_000;
 pub const DEFAULT_FAILURE_THRESHOLD: i32 = 3;
 /// Default: how long schedule runs are kept.
 pub const DEFAULT_RETAIN_RUNS: Duration = Duration::from_secs(60 * 24 * 3600);
+/// Default: recent check verdicts kept per link.
+pub const DEFAULT_HISTORY_PER_LINK: i64 = 30;
+/// Default: how long link status events are kept.
+pub const DEFAULT_RETAIN_EVENTS: Duration = Duration::from_secs(180 * 24 * 3600);
+/// Default: a webhook whose deliveries all failed for this long is disabled.
+pub const DEFAULT_WEBHOOK_DISABLE_AFTER: Duration = Duration::from_secs(3 * 24 * 3600);
 /// Default GitHub API base.
 pub const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
 /// Default producer admin address.
@@ -274,9 +280,28 @@ pub struct Settings {
     /// calls. Unset means those calls are refused (403): an admin API open to anyone who can
     /// reach the port is worse than none.
     pub admin_token: Option<AdminToken>,
+    /// `LINKPULSE_READ_TOKEN` (unset by default): bearer token of the admin API's reads (the admin
+    /// token reads too). Unset means reads are open only while `admin_addr` is a loopback address:
+    /// a listing of every saved URL is the owner's data once the port leaves the machine.
+    pub read_token: Option<AdminToken>,
     /// `LINKPULSE_RETAIN_RUNS`: how long schedule runs are kept (the `prune` schedule deletes
     /// older ones).
     pub retain_runs: Duration,
+    /// `LINKPULSE_HISTORY_PER_LINK`: check verdicts kept per link (the `prune` schedule trims
+    /// older ones; the write-back does not, it is the hot path). "Dead since", the last good
+    /// check and the share of ok checks are computed over them.
+    pub history_per_link: i64,
+    /// `LINKPULSE_RETAIN_EVENTS`: how long link status events are kept (the `prune` schedule
+    /// deletes older ones, delivered or not).
+    pub retain_events: Duration,
+    /// `LINKPULSE_WEBHOOK_DISABLE_AFTER`: a webhook with no successful delivery for this long since
+    /// its deliveries started failing is disabled (with the reason in `webhooks list`), so a dead
+    /// receiver stops costing attempts; `webhooks enable` turns it back on.
+    pub webhook_disable_after: Duration,
+    /// `LINKPULSE_RULES_FILE` (unset by default): per-host exclude patterns and accepted status
+    /// codes, read and validated once at start (a bad file stops the process, naming the file
+    /// and line). Shared, because settings are cloned per worker and per request.
+    pub rules: std::sync::Arc<crate::rules::Rules>,
 }
 
 /// A secret that must not reach logs: `Settings` is `Debug`, and settings get logged.
@@ -329,7 +354,12 @@ impl Settings {
             admin_addr: DEFAULT_ADMIN_ADDR.parse().expect("valid default address"),
             worker_addr: DEFAULT_WORKER_ADDR.parse().expect("valid default address"),
             admin_token: None,
+            read_token: None,
             retain_runs: DEFAULT_RETAIN_RUNS,
+            history_per_link: DEFAULT_HISTORY_PER_LINK,
+            retain_events: DEFAULT_RETAIN_EVENTS,
+            webhook_disable_after: DEFAULT_WEBHOOK_DISABLE_AFTER,
+            rules: std::sync::Arc::default(),
         }
     }
 
@@ -371,9 +401,30 @@ impl Settings {
         s.admin_addr = env.parse("LINKPULSE_ADMIN_ADDR", s.admin_addr)?;
         s.worker_addr = env.parse("LINKPULSE_WORKER_ADDR", s.worker_addr)?;
         s.admin_token = env.optional("LINKPULSE_ADMIN_TOKEN").map(AdminToken::new);
+        s.read_token = env.optional("LINKPULSE_READ_TOKEN").map(AdminToken::new);
         s.retain_runs = env.duration("LINKPULSE_RETAIN_RUNS", DEFAULT_RETAIN_RUNS)?;
+        s.history_per_link = env.positive("LINKPULSE_HISTORY_PER_LINK", DEFAULT_HISTORY_PER_LINK)?;
+        s.retain_events = env.duration("LINKPULSE_RETAIN_EVENTS", DEFAULT_RETAIN_EVENTS)?;
+        s.webhook_disable_after = env.duration("LINKPULSE_WEBHOOK_DISABLE_AFTER", DEFAULT_WEBHOOK_DISABLE_AFTER)?;
+        s.rules = std::sync::Arc::new(rules(env)?);
         Ok(s)
     }
+}
+
+/// `LINKPULSE_RULES_FILE`, read and validated: no rules when unset.
+///
+/// # Errors
+///
+/// [`ConfigError::Invalid`] naming the file and the line at fault.
+pub fn rules<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<crate::rules::Rules, ConfigError> {
+    let Some(path) = env.optional(crate::rules::RULES_FILE_VAR) else {
+        return Ok(crate::rules::Rules::default());
+    };
+    crate::rules::Rules::load(std::path::Path::new(path.trim())).map_err(|e| ConfigError::Invalid {
+        var: crate::rules::RULES_FILE_VAR,
+        reason: e.to_string(),
+        value: path,
+    })
 }
 
 /// `LINKPULSE_JAEGER_URL`, read alone: for output code that has no [`Settings`] at hand.
@@ -410,6 +461,19 @@ mod admin_token_tests {
     }
 
     #[test]
+    fn read_token_is_read_but_never_printed() {
+        let env = Env::new(|k| match k {
+            "DATABASE_URL" => Some("postgres://x/y".to_owned()),
+            "LINKPULSE_READ_TOKEN" => Some("r3ader".to_owned()),
+            _ => None,
+        });
+        let settings = Settings::from_env(&env).expect("settings");
+        assert_eq!(settings.read_token.as_ref().map(AdminToken::expose), Some("r3ader"));
+        assert!(settings.admin_token.is_none(), "the read token is not an admin token");
+        assert!(!format!("{settings:?}").contains("r3ader"));
+    }
+
+    #[test]
     fn the_database_password_and_github_token_never_show_in_debug_output() {
         let env = Env::new(|k| match k {
             "DATABASE_URL" => Some("postgres://app:pa55word@db/links".to_owned()),
@@ -427,5 +491,42 @@ mod admin_token_tests {
         );
         let debug = format!("{settings:?}");
         assert!(!debug.contains("pa55word") && !debug.contains("ghp_s3cret"), "{debug}");
+    }
+}
+
+#[cfg(test)]
+mod history_settings_tests {
+    use super::*;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        Settings::from_env(&Env::new(move |k| {
+            if k == "DATABASE_URL" {
+                return Some("postgres://x/y".to_owned());
+            }
+            vars.iter().find(|(name, _)| name == k).map(|(_, v)| v.clone())
+        }))
+    }
+
+    #[test]
+    fn history_settings_default_parse_and_refuse_nonsense() {
+        let s = settings(&[]).expect("defaults");
+        assert_eq!(
+            (s.history_per_link, s.retain_events),
+            (30, Duration::from_secs(180 * 24 * 3600))
+        );
+        let s = settings(&[("LINKPULSE_HISTORY_PER_LINK", "5"), ("LINKPULSE_RETAIN_EVENTS", "7d")]).expect("set");
+        assert_eq!(
+            (s.history_per_link, s.retain_events),
+            (5, Duration::from_secs(7 * 24 * 3600))
+        );
+        for (var, value) in [
+            ("LINKPULSE_HISTORY_PER_LINK", "0"),
+            ("LINKPULSE_HISTORY_PER_LINK", "many"),
+            ("LINKPULSE_RETAIN_EVENTS", "forever"),
+        ] {
+            let error = settings(&[(var, value)]).expect_err(value);
+            assert!(error.to_string().contains(var), "{error}");
+        }
     }
 }

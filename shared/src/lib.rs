@@ -6,6 +6,8 @@
 //! - [`db`]: the pool and the migrations (ours and the queue's, one migrator); `db::links`, the
 //!   links table and the write-back.
 //! - [`link_url`]: validation and normalisation of saved URLs.
+//! - [`bookmarks`]: the files links come in and go out as (lines, CSV, bookmarks HTML).
+//! - [`rules`]: per-host rules (`LINKPULSE_RULES_FILE`): exclude patterns, accepted status codes.
 //! - [`link_jobs`]: the `check` and `refresh` job kinds, their keys and payloads.
 //! - [`fetch`]: the HTTP plumbing (SSRF guard, redirects hop by hop, capped bodies, typed
 //!   errors, `Retry-After`), for user URLs and the GitHub API alike.
@@ -18,7 +20,9 @@
 //! - [`politeness`]: per-host pacing and pool-wide cool-downs.
 //! - [`shutdown`]: signals and the drain of a worker.
 //! - [`telemetry`]: logging setup.
+//! - [`webhooks`]: endpoints, signed deliveries of link events, the outbox dispatcher.
 
+pub mod bookmarks;
 pub mod check;
 pub mod config;
 pub mod db;
@@ -29,6 +33,8 @@ pub mod link_url;
 pub mod metrics;
 pub mod politeness;
 pub mod refresh;
+pub mod rules;
 pub mod scrape;
 pub mod shutdown;
 pub mod telemetry;
+pub mod webhooks;

@@ -1,4 +1,5 @@
-//! The two job kinds of linkpulse and their queue names.
+//! The job kinds of linkpulse and their queue names: `check` and `refresh` of a link, and
+//! `deliver` of a link's events to one webhook.
 
 use serde::{Deserialize, Serialize};
 
@@ -8,8 +9,10 @@ use linkpulse_queue::{DecodeError, JobArgs};
 pub const CHECK: &str = "check";
 /// Kind name of a metadata refresh (stable: stored in queued rows).
 pub const REFRESH: &str = "refresh";
+/// Kind name of a webhook delivery (stable: stored in queued rows).
+pub const DELIVER: &str = "deliver";
 /// Every kind, in display order.
-pub const KINDS: [&str; 2] = [CHECK, REFRESH];
+pub const KINDS: [&str; 3] = [CHECK, REFRESH, DELIVER];
 
 /// Is this link reachable?
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,13 +32,28 @@ pub struct RefreshLink {
     pub url: String,
 }
 
-/// Either job, as one worker runs both kinds under one concurrency budget.
+/// Post a link's undelivered events to one webhook, in order (see `crate::webhooks`). The events
+/// are read when the job runs, not carried here: one pending job per webhook and link delivers
+/// whatever happened to the link since its last delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliverEvents {
+    /// `webhooks.id`.
+    pub webhook_id: i64,
+    /// `links.id` (`link_events.link_id`).
+    pub link_id: i64,
+    /// The webhook's URL when the job was enqueued (for traces; the delivery reads the row).
+    pub url: String,
+}
+
+/// Any job, as one worker runs every kind under one concurrency budget.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LinkJob {
     /// A health check.
     Check(CheckLink),
     /// A metadata refresh.
     Refresh(RefreshLink),
+    /// A webhook delivery.
+    Deliver(DeliverEvents),
 }
 
 impl LinkJob {
@@ -44,14 +62,16 @@ impl LinkJob {
         match self {
             Self::Check(j) => j.link_id,
             Self::Refresh(j) => j.link_id,
+            Self::Deliver(j) => j.link_id,
         }
     }
 
-    /// The URL this job fetches.
+    /// The URL this job fetches (a delivery: the webhook it posts to).
     pub fn url(&self) -> &str {
         match self {
             Self::Check(j) => &j.url,
             Self::Refresh(j) => &j.url,
+            Self::Deliver(j) => &j.url,
         }
     }
 }
@@ -91,6 +111,7 @@ impl JobArgs for LinkJob {
         match self {
             Self::Check(_) => CHECK,
             Self::Refresh(_) => REFRESH,
+            Self::Deliver(_) => DELIVER,
         }
     }
 
@@ -98,6 +119,7 @@ impl JobArgs for LinkJob {
         match self {
             Self::Check(j) => serde_json::to_value(j),
             Self::Refresh(j) => serde_json::to_value(j),
+            Self::Deliver(j) => serde_json::to_value(j),
         }
     }
 
@@ -109,6 +131,7 @@ impl JobArgs for LinkJob {
         match kind {
             CHECK => serde_json::from_value(payload).map(Self::Check).map_err(malformed),
             REFRESH => serde_json::from_value(payload).map(Self::Refresh).map_err(malformed),
+            DELIVER => serde_json::from_value(payload).map(Self::Deliver).map_err(malformed),
             other => Err(DecodeError::UnknownKind(other.to_owned())),
         }
     }
@@ -126,6 +149,23 @@ mod tests {
         });
         let payload = job.encode().expect("encode");
         assert_eq!(LinkJob::decode(job.kind(), payload).expect("decode"), job);
+    }
+
+    #[test]
+    fn a_delivery_round_trips_and_decodes_from_the_dispatchers_payload() {
+        let job = LinkJob::Deliver(DeliverEvents {
+            webhook_id: 3,
+            link_id: 7,
+            url: "https://hooks.example.com/".into(),
+        });
+        assert_eq!(job.kind(), DELIVER);
+        assert_eq!(
+            LinkJob::decode(DELIVER, job.encode().expect("encode")).expect("decode"),
+            job
+        );
+        // what `webhooks::dispatch` selects: jsonb_build_object('webhook_id', …, 'link_id', …, 'url', …)
+        let payload = serde_json::json!({"webhook_id": 3, "link_id": 7, "url": "https://hooks.example.com/"});
+        assert_eq!(LinkJob::decode(DELIVER, payload).expect("decode"), job);
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! `/api/…`: the operator's commands over HTTP. Each handler makes the same library call as its
-//! CLI command, so `GET /api/queue/stats` and `queue stats --json` print the same JSON.
+//! CLI command, so `GET /api/queue/stats` and `queue stats --json` print the same JSON. The links'
+//! routes are in [`super::links_api`].
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use serde::Deserialize;
 
 use linkpulse_queue::inspect::{self, JobSummary, QueueStats};
@@ -16,27 +17,39 @@ use super::{AdminState, ApiError};
 
 /// Default `limit` of `/api/jobs` (as `queue list`).
 const DEFAULT_JOBS_LIMIT: i64 = 50;
-/// Default `limit` of `/api/links` (as `links list`).
-const DEFAULT_LINKS_LIMIT: i64 = 1000;
 /// Largest `limit` a listing accepts: a page, not the table (past it: 400).
 pub const MAX_LIST_LIMIT: i64 = 1000;
-/// Link statuses a filter may name.
-const STATUSES: [&str; 4] = ["active", "inaccessible", "repo_unavailable", "archived"];
 
 /// `GET /api/queue/stats`.
 ///
 /// # Errors
 ///
 /// 500 if the database fails.
+#[utoipa::path(
+    get,
+    path = "/api/queue/stats",
+    operation_id = "queue_stats",
+    tag = "queue",
+    description = "Counts per kind and state and the age of the oldest queued job: the same JSON as `queue stats --json`.",
+    responses(
+        (status = 200, description = "Queue statistics per kind", body = Object),
+        (status = 401, description = "A read token is needed", body = super::openapi::ErrorBody),
+    ),
+    security((), ("read_token" = []), ("admin_token" = []))
+)]
 pub async fn queue_stats(State(state): State<AdminState>) -> Result<Json<QueueStats>, ApiError> {
     Ok(Json(inspect::stats(&state.readers, &KINDS).await?))
 }
 
 /// Query of `GET /api/jobs`. Strings, parsed by hand, so a bad value gets our JSON error.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct JobsQuery {
+    /// Only this state: queued, running, done, failed.
     state: Option<String>,
+    /// Only this kind.
     kind: Option<String>,
+    /// At most this many (default 50, at most 1000).
     limit: Option<String>,
 }
 
@@ -45,6 +58,20 @@ pub struct JobsQuery {
 /// # Errors
 ///
 /// 400 for an unknown state or kind or a bad limit; 500 if the database fails.
+#[utoipa::path(
+    get,
+    path = "/api/jobs",
+    operation_id = "jobs_list",
+    tag = "queue",
+    description = "Jobs, newest first, with each job's audit trail: the same JSON as `queue list --json`.",
+    params(JobsQuery),
+    responses(
+        (status = 200, description = "The jobs", body = [Object]),
+        (status = 400, description = "Unknown state or kind, or a bad limit", body = super::openapi::ErrorBody),
+        (status = 401, description = "A read token is needed", body = super::openapi::ErrorBody),
+    ),
+    security((), ("read_token" = []), ("admin_token" = []))
+)]
 pub async fn jobs(
     State(state): State<AdminState>,
     Query(query): Query<JobsQuery>,
@@ -58,43 +85,17 @@ pub async fn jobs(
     Ok(Json(inspect::list(&state.readers, &filter, limit).await?))
 }
 
-/// Query of `GET /api/links`.
-#[derive(Debug, Default, Deserialize)]
-pub struct LinksQuery {
-    status: Option<String>,
-    limit: Option<String>,
-}
-
-/// `GET /api/links?status=`.
-///
-/// # Errors
-///
-/// 400 for an unknown status or a bad limit; 500 if the database fails.
-pub async fn links(
-    State(state): State<AdminState>,
-    Query(query): Query<LinksQuery>,
-) -> Result<Json<Vec<links::Link>>, ApiError> {
-    let status = query.status.filter(|s| !s.is_empty());
-    if let Some(s) = &status
-        && !STATUSES.contains(&s.as_str())
-    {
-        return Err(ApiError::BadRequest(format!(
-            "unknown status {s:?} (expected one of {})",
-            STATUSES.join(", ")
-        )));
-    }
-    let limit = parse_limit(query.limit.as_deref(), DEFAULT_LINKS_LIMIT, MAX_LIST_LIMIT)?;
-    Ok(Json(links::list(&state.readers, status.as_deref(), limit).await?))
-}
-
 /// Body of `POST /api/queue/requeue`; every field optional (state defaults to `failed`), all
 /// given ones must match.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequeueBody {
+    /// `failed` (default) or `done`.
     state: Option<String>,
+    /// Only this kind.
     kind: Option<String>,
     /// A link id (number or string) or URL.
+    #[schema(value_type = Option<String>)]
     link: Option<serde_json::Value>,
     /// One job's id.
     job: Option<i64>,
@@ -106,6 +107,22 @@ pub struct RequeueBody {
 ///
 /// 401/403 without the token; 400 for a bad body, a state that is not finished or an unknown
 /// kind; 404 for an unknown link; 500 if the database fails.
+#[utoipa::path(
+    post,
+    path = "/api/queue/requeue",
+    operation_id = "queue_requeue",
+    tag = "queue",
+    description = "Moves finished jobs back to queued with fresh attempts: `{\"requeued\": N}`.",
+    request_body(content = Option<RequeueBody>, description = "Which jobs (optional)"),
+    responses(
+        (status = 200, description = "How many were requeued", body = Object, example = json!({"requeued": 3})),
+        (status = 400, description = "Bad body, state or kind", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong admin token", body = super::openapi::ErrorBody),
+        (status = 403, description = "No admin token configured", body = super::openapi::ErrorBody),
+        (status = 404, description = "Unknown link", body = super::openapi::ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn requeue(
     _admin: Admin,
     State(state): State<AdminState>,
@@ -148,29 +165,25 @@ pub async fn requeue(
     Ok(Json(serde_json::json!({ "requeued": report.requeued })))
 }
 
-/// `POST /api/links/{id}/activate` †: the link after the override, as `links activate --json`.
-///
-/// # Errors
-///
-/// 401/403 without the token; 400 for a malformed id; 404 for an unknown link.
-pub async fn activate(
-    _admin: Admin,
-    State(state): State<AdminState>,
-    Path(id): Path<String>,
-) -> Result<Json<links::Link>, ApiError> {
-    let reference = LinkRef::parse(&id).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    links::activate(&state.pool, &reference)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no link {id}")))
-}
-
 /// `POST /api/cycle` †: one cycle now, on this replica, leader or not (enqueueing is
 /// idempotent per link and kind, so a concurrent leader cycle only finds fewer jobs to add).
 ///
 /// # Errors
 ///
 /// 401/403 without the token; 500 if the cycle fails.
+#[utoipa::path(
+    post,
+    path = "/api/cycle",
+    operation_id = "cycle_now",
+    tag = "schedules",
+    description = "Runs one cycle now (check and refresh) and answers what it enqueued, as `producer cycle --json`.",
+    responses(
+        (status = 200, description = "The cycle report", body = Object),
+        (status = 401, description = "Missing or wrong admin token", body = super::openapi::ErrorBody),
+        (status = 403, description = "No admin token configured", body = super::openapi::ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn cycle(
     _admin: Admin,
     State(state): State<AdminState>,
@@ -198,7 +211,7 @@ fn parse_state(state: Option<&str>) -> Result<Option<JobState>, ApiError> {
 fn parse_kind(kind: Option<String>) -> Result<Option<String>, ApiError> {
     match kind.filter(|k| !k.is_empty()) {
         Some(k) if !KINDS.contains(&k.as_str()) => Err(ApiError::BadRequest(format!(
-            "unknown kind {k:?} (expected check or refresh)"
+            "unknown kind {k:?} (expected check, refresh or deliver)"
         ))),
         kind => Ok(kind),
     }

@@ -131,6 +131,7 @@ async fn page(State(state): State<AdminState>, headers: HeaderMap) -> Result<Htm
     }
     html.push_str("</table>");
     html.push_str(&super::dashboard_schedules::section(&state.readers).await?);
+    html.push_str(&super::webhooks::dashboard_section(&state.readers).await?);
 
     html.push_str("<h2>Recent failed jobs</h2><table id=failed><tr><th>id</th><th>kind</th><th>link</th><th>attempts</th><th>result</th><th>code</th><th>duration</th><th>finished</th><th>error</th><th></th></tr>");
     for job in &failed {
@@ -246,7 +247,7 @@ async fn activate(
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
     auth::check(state.settings.admin_token.as_ref(), cookie_token(&headers))?;
-    links::activate(&state.pool, &LinkRef::Id(id))
+    links::activate(&state.pool, &LinkRef::Id(id), "dashboard")
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no link {id}")))?;
     Ok(back_to_page())

@@ -14,7 +14,7 @@ use linkpulse_shared::metrics::{LINKS, QUEUE_JOBS, QUEUE_OLDEST_QUEUED_AGE, SCHE
 use super::AdminState;
 
 /// Link statuses always reported (zero when no link has one), so alerts see a stable series set.
-const STATUSES: [&str; 4] = ["active", "inaccessible", "repo_unavailable", "archived"];
+const STATUSES: [&str; 5] = ["active", "inaccessible", "repo_unavailable", "archived", "paused"];
 
 /// Serialises refresh-and-render: the gauges are process-wide, so two concurrent scrapes (two
 /// Prometheus replicas, or two admin servers in one test process) could otherwise render a mix of

@@ -6,20 +6,28 @@
 //! # Layout
 //!
 //! - [`api`]: `/api/…`, the same library calls and JSON as the CLI's `--json` output.
-//! - [`auth`]: the bearer-token check of mutating calls.
+//! - [`auth`]: the bearer-token checks of mutating calls and of reads.
 //! - [`dashboard`]: the server-rendered page at `/` and its forms.
 //! - [`dashboard_schedules`]: the dashboard's schedules and recent runs, toggle and run-now.
+//! - [`export`]: `GET /api/links/export`, the whole collection streamed (json, csv, html).
 //! - [`queue_control`]: pausing and resuming a kind, cancelling queued jobs.
+//! - [`links_api`]: `/api/links…`, the links as a service (add, list, show, pause, remove, check now).
 //! - [`metrics`]: gauges refreshed from the database at scrape time, rendered at `/metrics`.
+//! - [`openapi`]: the OpenAPI 3.1 document of every route, generated from the handlers.
 //! - [`schedules`]: `/api/schedules…` and `/api/runs`.
+//! - [`webhooks`]: `/api/webhooks…` and the dashboard's webhooks table.
 
 pub mod api;
 pub mod auth;
 pub mod dashboard;
 pub mod dashboard_schedules;
+pub mod export;
+pub mod links_api;
 pub mod metrics;
+pub mod openapi;
 pub mod queue_control;
 pub mod schedules;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -83,6 +91,14 @@ pub enum ApiError {
     /// No token configured, so no mutation is allowed: 403.
     #[error("mutating admin calls are disabled: LINKPULSE_ADMIN_TOKEN is not set")]
     Forbidden,
+    /// A read without the read (or admin) token where one is needed: 401.
+    #[error("missing or invalid read token (LINKPULSE_READ_TOKEN or LINKPULSE_ADMIN_TOKEN)")]
+    ReadUnauthorized,
+    /// A read on a non-loopback address with no token configured to read with: 403.
+    #[error(
+        "admin API reads are disabled: LINKPULSE_ADMIN_ADDR is not a loopback address and LINKPULSE_READ_TOKEN is not set"
+    )]
+    ReadForbidden,
     /// Our side failed (database): 500. The cause is logged, not sent.
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
@@ -94,8 +110,8 @@ impl ApiError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::Unauthorized | Self::ReadUnauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden | Self::ReadForbidden => StatusCode::FORBIDDEN,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -131,7 +147,8 @@ impl IntoResponse for ApiError {
 }
 
 /// The whole admin router with its limits: a request timeout, a concurrency limit and a body limit
-/// on every route (tests mount it directly).
+/// on every route, and the read rule on every `GET /api/…` ([`auth::read_guard`]); tests mount it
+/// directly.
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/livez", get(|| async { "ok" }))
@@ -139,24 +156,30 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics::render))
         .route("/api/queue/stats", get(api::queue_stats))
         .route("/api/jobs", get(api::jobs))
-        .route("/api/links", get(api::links))
         .route("/api/queue/requeue", post(api::requeue))
         .route("/api/queue/pause/{kind}", post(queue_control::pause))
         .route("/api/queue/resume/{kind}", post(queue_control::resume))
         .route("/api/queue/cancel", post(queue_control::cancel))
         .route("/api/queue/paused", get(queue_control::paused))
-        .route("/api/links/{id}/activate", post(api::activate))
         .route("/api/cycle", post(api::cycle))
         .route("/api/schedules", get(schedules::list))
         .route("/api/schedules/stats", get(schedules::stats))
         .route("/api/schedules/{name}", get(schedules::show).patch(schedules::change))
         .route("/api/schedules/{name}/run", post(schedules::run_now))
         .route("/api/runs", get(schedules::runs))
+        .route("/api/openapi.json", get(openapi::document))
+        .route("/api/links/export", get(export::export))
+        .merge(webhooks::routes())
         .merge(dashboard::routes())
-        .with_state(state)
+        // Every route above takes small bodies. Routes merged below bring their own limits: adding
+        // up to 10,000 URLs in one call needs more (`Router::layer` covers only the routes added
+        // before it).
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .merge(links_api::routes())
+        .with_state(state.clone())
+        .layer(axum::middleware::from_fn_with_state(state, auth::read_guard))
         .layer(
             tower::ServiceBuilder::new()
-                .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::SERVICE_UNAVAILABLE,
                     REQUEST_TIMEOUT,

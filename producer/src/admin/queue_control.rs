@@ -45,6 +45,22 @@ pub struct CancelBody {
 /// # Errors
 ///
 /// 401/403 without the token; 400 for an unknown kind or a bad body; 500 if the database fails.
+#[utoipa::path(
+    post,
+    path = "/api/queue/pause/{kind}",
+    operation_id = "queue_pause",
+    tag = "queue",
+    description = "Workers stop claiming a kind within one poll interval: `{\"kind\": K, \"paused\": true}`.",
+    params(("kind" = String, Path, description = "check, refresh or deliver")),
+    request_body(content = Option<Object>, description = "Optional `{\"reason\": \"...\"}`"),
+    responses(
+        (status = 200, description = "Paused", body = Object),
+        (status = 400, description = "Unknown kind or bad body", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong admin token", body = super::openapi::ErrorBody),
+        (status = 403, description = "No admin token configured", body = super::openapi::ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn pause(
     _admin: Admin,
     State(state): State<AdminState>,
@@ -63,6 +79,21 @@ pub async fn pause(
 /// # Errors
 ///
 /// 401/403 without the token; 400 for an unknown kind; 500 if the database fails.
+#[utoipa::path(
+    post,
+    path = "/api/queue/resume/{kind}",
+    operation_id = "queue_resume",
+    tag = "queue",
+    description = "Workers claim a paused kind again, at once: `{\"kind\": K, \"paused\": false}`.",
+    params(("kind" = String, Path, description = "check, refresh or deliver")),
+    responses(
+        (status = 200, description = "Resumed", body = Object),
+        (status = 400, description = "Unknown kind", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong admin token", body = super::openapi::ErrorBody),
+        (status = 403, description = "No admin token configured", body = super::openapi::ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn resume(
     _admin: Admin,
     State(state): State<AdminState>,
@@ -80,6 +111,23 @@ pub async fn resume(
 ///
 /// 401/403 without the token; 400 for a bad body, no filter at all, a job id with other filters,
 /// or an unknown kind; 404 for an unknown link; 500 if the database fails.
+#[utoipa::path(
+    post,
+    path = "/api/queue/cancel",
+    operation_id = "queue_cancel",
+    tag = "queue",
+    description = "Discards queued jobs (they end `failed`, class `cancelled`): body `{\"job\": ID}` or \
+                   `{\"kind\": K, \"link\": ID|URL}`, optional `reason` → `{\"cancelled\": N}`.",
+    request_body(content = Object),
+    responses(
+        (status = 200, description = "How many were cancelled", body = Object),
+        (status = 400, description = "Bad body or no filter", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong admin token", body = super::openapi::ErrorBody),
+        (status = 403, description = "No admin token configured", body = super::openapi::ErrorBody),
+        (status = 404, description = "Unknown link", body = super::openapi::ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn cancel(
     _admin: Admin,
     State(state): State<AdminState>,
@@ -129,6 +177,18 @@ pub async fn cancel(
 /// # Errors
 ///
 /// 500 if the database fails.
+#[utoipa::path(
+    get,
+    path = "/api/queue/paused",
+    operation_id = "queue_paused",
+    tag = "queue",
+    description = "The paused kinds: `[{\"kind\", \"paused_at\", \"paused_by\", \"reason\"}]`.",
+    responses(
+        (status = 200, description = "The paused kinds", body = [Object]),
+        (status = 401, description = "A read token is needed", body = super::openapi::ErrorBody),
+    ),
+    security((), ("read_token" = []), ("admin_token" = []))
+)]
 pub async fn paused(State(state): State<AdminState>) -> Result<Json<Vec<PausedKind>>, ApiError> {
     Ok(Json(control::paused(&state.readers).await?))
 }

@@ -49,6 +49,18 @@ pub fn actor(headers: &HeaderMap) -> String {
 /// # Errors
 ///
 /// 500 if the database fails.
+#[utoipa::path(
+    get,
+    path = "/api/schedules",
+    operation_id = "schedules_list",
+    tag = "schedules",
+    description = "Every schedule with its trigger, toggle, next and last run, as `schedules list --json`.",
+    responses(
+        (status = 200, description = "The schedules", body = [Object]),
+        (status = 401, description = "A read token is needed", body = super::openapi::ErrorBody),
+    ),
+    security((), ("read_token" = []), ("admin_token" = []))
+)]
 pub async fn list(State(state): State<AdminState>) -> Result<Json<Vec<Schedule>>, ApiError> {
     Ok(Json(store::list(&state.readers).await?))
 }
@@ -58,6 +70,20 @@ pub async fn list(State(state): State<AdminState>) -> Result<Json<Vec<Schedule>>
 /// # Errors
 ///
 /// 404 for an unknown schedule.
+#[utoipa::path(
+    get,
+    path = "/api/schedules/{name}",
+    operation_id = "schedules_show",
+    tag = "schedules",
+    description = "One schedule, as `schedules show NAME --json`.",
+    params(("name" = String, Path, description = "check, refresh or prune")),
+    responses(
+        (status = 200, description = "The schedule", body = Object),
+        (status = 401, description = "A read token is needed", body = super::openapi::ErrorBody),
+        (status = 404, description = "Unknown schedule", body = super::openapi::ErrorBody),
+    ),
+    security((), ("read_token" = []), ("admin_token" = []))
+)]
 pub async fn show(State(state): State<AdminState>, Path(name): Path<String>) -> Result<Json<Schedule>, ApiError> {
     store::get(&state.readers, &name)
         .await?
@@ -71,6 +97,23 @@ pub async fn show(State(state): State<AdminState>, Path(name): Path<String>) -> 
 /// # Errors
 ///
 /// 401/403 without the token, 400 for bad input, 404 for an unknown schedule.
+#[utoipa::path(
+    patch,
+    path = "/api/schedules/{name}",
+    operation_id = "schedules_change",
+    tag = "schedules",
+    description = "Changes a schedule: any of `enabled`, `every` or `cron`, `timezone`, `limit`, `misfire_grace`.",
+    params(("name" = String, Path, description = "check, refresh or prune")),
+    request_body(content = Object, example = json!({"cron": "30 2 * * *", "timezone": "Europe/Berlin"})),
+    responses(
+        (status = 200, description = "The schedule after the change", body = Object),
+        (status = 400, description = "Bad input", body = super::openapi::ErrorBody),
+        (status = 401, description = "Missing or wrong admin token", body = super::openapi::ErrorBody),
+        (status = 403, description = "No admin token configured", body = super::openapi::ErrorBody),
+        (status = 404, description = "Unknown schedule", body = super::openapi::ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn change(
     _admin: Admin,
     State(state): State<AdminState>,
@@ -91,6 +134,22 @@ pub async fn change(
 /// # Errors
 ///
 /// 401/403 without the token, 404 for an unknown schedule, 409 while it runs already.
+#[utoipa::path(
+    post,
+    path = "/api/schedules/{name}/run",
+    operation_id = "schedules_run",
+    tag = "schedules",
+    description = "Runs a schedule now (a manual run; its plan is unchanged) and answers the finished run.",
+    params(("name" = String, Path, description = "check, refresh or prune")),
+    responses(
+        (status = 201, description = "The finished run", body = Object),
+        (status = 401, description = "Missing or wrong admin token", body = super::openapi::ErrorBody),
+        (status = 403, description = "No admin token configured", body = super::openapi::ErrorBody),
+        (status = 404, description = "Unknown schedule", body = super::openapi::ErrorBody),
+        (status = 409, description = "It runs already", body = super::openapi::ErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
 pub async fn run_now(
     _admin: Admin,
     State(state): State<AdminState>,
@@ -106,6 +165,24 @@ pub async fn run_now(
 /// # Errors
 ///
 /// 400 for a bad filter; 500 if the database fails.
+#[utoipa::path(
+    get,
+    path = "/api/runs",
+    operation_id = "runs_list",
+    tag = "schedules",
+    description = "Schedule runs, newest first, as `runs list --json`.",
+    params(
+        ("schedule" = Option<String>, Query, description = "Only this schedule"),
+        ("status" = Option<String>, Query, description = "running, ok, failed, missed or abandoned"),
+        ("limit" = Option<i64>, Query, description = "At most this many"),
+    ),
+    responses(
+        (status = 200, description = "The runs", body = [Object]),
+        (status = 400, description = "Bad filter", body = super::openapi::ErrorBody),
+        (status = 401, description = "A read token is needed", body = super::openapi::ErrorBody),
+    ),
+    security((), ("read_token" = []), ("admin_token" = []))
+)]
 pub async fn runs(
     State(state): State<AdminState>,
     Query(filter): Query<RunFilter>,
@@ -134,6 +211,18 @@ pub async fn runs(
 /// # Errors
 ///
 /// 500 if the database fails.
+#[utoipa::path(
+    get,
+    path = "/api/schedules/stats",
+    operation_id = "schedules_stats",
+    tag = "schedules",
+    description = "Totals, successes and failures (overall and in the last 24 h) and per schedule its last and next run.",
+    responses(
+        (status = 200, description = "Schedule statistics", body = Object),
+        (status = 401, description = "A read token is needed", body = super::openapi::ErrorBody),
+    ),
+    security((), ("read_token" = []), ("admin_token" = []))
+)]
 pub async fn stats(State(state): State<AdminState>) -> Result<Json<Stats>, ApiError> {
     Ok(Json(store::stats(&state.readers).await?))
 }

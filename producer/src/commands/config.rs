@@ -39,6 +39,9 @@ pub fn effective(settings: &Settings) -> Vec<(&'static str, String)> {
         ("LINKPULSE_RETAIN_DONE", d(q.retain_done)),
         ("LINKPULSE_RETAIN_FAILED", d(q.retain_failed)),
         ("LINKPULSE_RETAIN_RUNS", d(settings.retain_runs)),
+        ("LINKPULSE_HISTORY_PER_LINK", settings.history_per_link.to_string()),
+        ("LINKPULSE_RETAIN_EVENTS", d(settings.retain_events)),
+        ("LINKPULSE_WEBHOOK_DISABLE_AFTER", d(settings.webhook_disable_after)),
         ("LINKPULSE_ADMIN_ADDR", settings.admin_addr.to_string()),
         ("LINKPULSE_WORKER_ADDR", settings.worker_addr.to_string()),
         (
@@ -58,7 +61,15 @@ pub fn effective(settings: &Settings) -> Vec<(&'static str, String)> {
                 .as_ref()
                 .map_or_else(|| "(unset)".to_owned(), ToString::to_string),
         ),
+        (
+            "LINKPULSE_RULES_FILE",
+            settings
+                .rules
+                .file()
+                .map_or_else(|| "(unset)".to_owned(), |p| p.display().to_string()),
+        ),
         ("LINKPULSE_ADMIN_TOKEN", secret(settings.admin_token.is_some())),
+        ("LINKPULSE_READ_TOKEN", secret(settings.read_token.is_some())),
         ("GITHUB_TOKEN", secret(settings.github_token.is_some())),
     ]
 }
@@ -84,7 +95,12 @@ pub async fn show(pool: &PgPool, settings: &Settings, json: bool, out: &mut dyn 
             .collect();
         return print_json(
             out,
-            &serde_json::json!({ "settings": map, "schedules": schedules, "note": SCHEDULES_NOTE }),
+            &serde_json::json!({
+                "settings": map,
+                "schedules": schedules,
+                "note": SCHEDULES_NOTE,
+                "rules": settings.rules.summary(),
+            }),
         );
     }
     for (key, value) in values {
@@ -107,6 +123,29 @@ pub async fn show(pool: &PgPool, settings: &Settings, json: bool, out: &mut dyn 
             if s.enabled { "enabled" } else { "disabled" }
         )
         .map_err(io)?;
+    }
+    show_rules(settings, out)
+}
+
+/// The rules file's summary, as comment lines after the settings.
+fn show_rules(settings: &Settings, out: &mut dyn Write) -> Result<(), CliError> {
+    let rules = settings.rules.summary();
+    let Some(file) = &rules.file else {
+        return writeln!(out, "\n# rules: none (LINKPULSE_RULES_FILE is not set)").map_err(io);
+    };
+    writeln!(
+        out,
+        "\n# rules (from {file}): {} exclude pattern(s), {} host(s) with accepted status codes",
+        rules.exclude_patterns,
+        rules.hosts.len()
+    )
+    .map_err(io)?;
+    for pattern in &rules.patterns {
+        writeln!(out, "# exclude {pattern:?}").map_err(io)?;
+    }
+    for host in &rules.hosts {
+        let codes: Vec<String> = host.accept.iter().map(u16::to_string).collect();
+        writeln!(out, "# host {} accepts {}", host.name, codes.join(", ")).map_err(io)?;
     }
     Ok(())
 }

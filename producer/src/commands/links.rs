@@ -1,18 +1,19 @@
 //! `producer links …`
 
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Write};
 
 use serde::Serialize;
 use sqlx::PgPool;
 
-use linkpulse_shared::db::links::{self, Link, LinkRef, NewLink};
+use linkpulse_shared::config::Settings;
+use linkpulse_shared::db::lifecycle::{self, LifecycleError};
+use linkpulse_shared::db::links::{self, Link, LinkRef, ListFilter, NewLink, StatusChange};
 use linkpulse_shared::github::parse_repo_url;
 use linkpulse_shared::link_url::{LinkUrl, parse_link};
+use linkpulse_shared::rules::Rules;
 
 use crate::cli::{CliError, print_json};
-
-/// Links inserted per statement during an import.
-const IMPORT_CHUNK: usize = 5000;
 
 /// One rejected input.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -45,31 +46,125 @@ pub fn new_link(link: LinkUrl) -> NewLink {
     NewLink { link, github }
 }
 
-/// `links add URL...`: exit 1 if any URL was rejected (the valid ones are still saved).
+impl From<LifecycleError> for CliError {
+    fn from(e: LifecycleError) -> Self {
+        Self::Internal(anyhow::Error::new(e))
+    }
+}
+
+/// What became of one URL given to `links add` or `POST /api/links`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AddOutcome {
+    /// Saved now, its first check and refresh enqueued.
+    Accepted,
+    /// Already saved (or given twice: the first is accepted).
+    Duplicate,
+    /// Not a URL we keep; `reason` says why.
+    Rejected,
+}
+
+/// One URL's answer of [`add_urls`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct AddResult {
+    /// The normalised URL; the input as given when it was rejected.
+    pub url: String,
+    /// `accepted`, `duplicate` or `rejected`.
+    pub result: AddOutcome,
+    /// The link's id (accepted or duplicate; `null` when rejected).
+    pub id: Option<i64>,
+    /// Why it was rejected (`null` otherwise).
+    pub reason: Option<String>,
+}
+
+/// Saves the valid ones of `inputs` with their first check and refresh enqueued at once
+/// ([`lifecycle::add`]: one transaction, one set-based enqueue) and answers per input, in input
+/// order, with the same normalisation and rules as `links import` (a link an exclude pattern
+/// matches is accepted, saved `paused`, and gets no job).
+///
+/// # Errors
+///
+/// [`LifecycleError`] if a statement fails; nothing is saved then.
+pub async fn add_urls(
+    pool: &PgPool,
+    inputs: &[String],
+    rules: &Rules,
+    max_attempts: i32,
+) -> Result<Vec<AddResult>, LifecycleError> {
+    let mut results = Vec::with_capacity(inputs.len());
+    let mut valid: Vec<NewLink> = Vec::new();
+    let mut unique: HashSet<String> = HashSet::new();
+    for input in inputs {
+        match parse_link(input) {
+            Ok(link) => {
+                let url = link.url.to_string();
+                if unique.insert(url.clone()) {
+                    valid.push(new_link(link));
+                }
+                results.push(AddResult {
+                    url,
+                    result: AddOutcome::Duplicate,
+                    id: None,
+                    reason: None,
+                });
+            }
+            Err(e) => results.push(AddResult {
+                url: input.clone(),
+                result: AddOutcome::Rejected,
+                id: None,
+                reason: Some(e.to_string()),
+            }),
+        }
+    }
+    let added: HashMap<String, i64> = lifecycle::add(pool, &valid, rules, max_attempts)
+        .await?
+        .into_iter()
+        .map(|link| (link.url, link.id))
+        .collect();
+    let others: Vec<String> = unique.into_iter().filter(|url| !added.contains_key(url)).collect();
+    let saved: HashMap<String, i64> = links::ids_by_url(pool, &others)
+        .await?
+        .into_iter()
+        .map(|(id, url)| (url, id))
+        .collect();
+    let mut answered: HashSet<&str> = HashSet::new();
+    for result in results.iter_mut().filter(|r| r.result != AddOutcome::Rejected) {
+        if let Some(&id) = added.get(&result.url) {
+            result.id = Some(id);
+            if answered.insert(result.url.as_str()) {
+                result.result = AddOutcome::Accepted;
+            }
+        } else {
+            // `None` only if the link was deleted meanwhile.
+            result.id = saved.get(&result.url).copied();
+        }
+    }
+    Ok(results)
+}
+
+/// `links add URL...`: saves the valid URLs with their first check and refresh enqueued at once;
+/// exit 1 if any URL was rejected (the valid ones are still saved).
 ///
 /// # Errors
 ///
 /// [`CliError::User`] when some URL was rejected; internal errors from the database.
-pub async fn add(pool: &PgPool, urls: &[String], json: bool, out: &mut dyn Write) -> Result<(), CliError> {
+pub async fn add(
+    pool: &PgPool,
+    urls: &[String],
+    settings: &Settings,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
     let mut report = AddReport::default();
-    let mut valid: Vec<NewLink> = Vec::new();
-    for input in urls {
-        match parse_link(input) {
-            Ok(link) => valid.push(new_link(link)),
-            Err(e) => report.rejected.push(Rejected {
+    for result in add_urls(pool, urls, &settings.rules, settings.queue.max_attempts).await? {
+        match result.result {
+            AddOutcome::Accepted => report.added.push(result.url),
+            AddOutcome::Duplicate => report.duplicates.push(result.url),
+            AddOutcome::Rejected => report.rejected.push(Rejected {
                 line: None,
-                input: input.clone(),
-                reason: e.to_string(),
+                input: result.url,
+                reason: result.reason.unwrap_or_default(),
             }),
-        }
-    }
-    let added = links::insert_many(pool, &valid).await?;
-    for new in &valid {
-        let url = new.link.url.to_string();
-        if added.contains(&url) {
-            report.added.push(url)
-        } else {
-            report.duplicates.push(url)
         }
     }
     report.duplicates.dedup();
@@ -92,84 +187,22 @@ pub async fn add(pool: &PgPool, urls: &[String], json: bool, out: &mut dyn Write
     }
 }
 
-/// Result of `links import`.
-#[derive(Debug, Default, Serialize)]
-pub struct ImportReport {
-    /// Newly saved.
-    pub accepted: usize,
-    /// Already saved (or repeated in the file).
-    pub duplicates: usize,
-    /// Refused lines, with reasons.
-    pub rejected: Vec<Rejected>,
-}
-
-/// `links import FILE|-`: saves every valid line in chunks, reports the rest.
+/// `links import` as a library call (the bench and older tests use it): the format detected,
+/// no host rules, no first jobs (the schedules pick the links up), the report printed as
+/// `links import` prints it; rejected lines are in the report, not an error. The command itself,
+/// with the rules, the first jobs and the exit code, is [`super::import::run_cli`].
 ///
 /// # Errors
 ///
-/// [`CliError::User`] if the file cannot be opened; internal errors from the database.
+/// [`CliError::User`] if the input cannot be read; internal errors from the database.
 pub async fn import(pool: &PgPool, reader: &mut dyn BufRead, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
-    let mut report = ImportReport::default();
-    let mut chunk: Vec<NewLink> = Vec::with_capacity(IMPORT_CHUNK);
-    let mut line = String::new();
-    let mut number = 0;
-    loop {
-        line.clear();
-        let read = reader
-            .read_line(&mut line)
-            .map_err(|e| CliError::User(format!("cannot read input: {e}")))?;
-        if read == 0 {
-            break;
-        }
-        number += 1;
-        let input = line.trim();
-        if input.is_empty() || input.starts_with('#') {
-            continue;
-        }
-        match parse_link(input) {
-            Ok(link) => chunk.push(new_link(link)),
-            Err(e) => report.rejected.push(Rejected {
-                line: Some(number),
-                input: input.to_owned(),
-                reason: e.to_string(),
-            }),
-        }
-        if chunk.len() == IMPORT_CHUNK {
-            flush(pool, &mut chunk, &mut report).await?;
-        }
-    }
-    flush(pool, &mut chunk, &mut report).await?;
-    if json {
-        print_json(out, &report)?;
-    } else {
-        for r in &report.rejected {
-            writeln!(
-                out,
-                "line {}: rejected {}: {}",
-                r.line.unwrap_or_default(),
-                r.input,
-                r.reason
-            )
-            .map_err(io)?;
-        }
-        writeln!(
-            out,
-            "{} accepted, {} duplicate, {} rejected",
-            report.accepted,
-            report.duplicates,
-            report.rejected.len()
-        )
-        .map_err(io)?;
-    }
-    Ok(())
-}
-
-async fn flush(pool: &PgPool, chunk: &mut Vec<NewLink>, report: &mut ImportReport) -> Result<(), CliError> {
-    let added = links::insert_many(pool, chunk).await?.len();
-    report.accepted += added;
-    report.duplicates += chunk.len() - added;
-    chunk.clear();
-    Ok(())
+    let options = super::import::ImportOptions {
+        format: None,
+        json,
+        rules: &linkpulse_shared::rules::Rules::default(),
+        first_jobs: None,
+    };
+    super::import::import(pool, reader, options, None, out).await.map(drop)
 }
 
 /// `links list [--status S]`.
@@ -184,7 +217,27 @@ pub async fn list(
     json: bool,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let links = links::list(pool, status, limit).await?;
+    let filter = ListFilter {
+        status: status.map(str::to_owned),
+        ..ListFilter::default()
+    };
+    list_filtered(pool, &filter, limit, json, out).await
+}
+
+/// `links list [--status S] [--host H] [--q TEXT] [--checked-before TIME]`: the first `limit`
+/// links of the same query as `GET /api/links` (`links::list_page`).
+///
+/// # Errors
+///
+/// Internal errors from the database.
+pub async fn list_filtered(
+    pool: &PgPool,
+    filter: &ListFilter,
+    limit: i64,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let links = links::list_page(pool, filter, limit).await?;
     if json {
         return print_json(out, &links);
     }
@@ -210,27 +263,195 @@ pub async fn list(
     Ok(())
 }
 
-/// `links show ID|URL`.
+/// `links show ID|URL`: the link, then its history (dead since, last good check, share of ok
+/// checks, the newest of its `history` kept verdicts and events); `--json` adds the history as a
+/// `"history"` object next to the link's fields.
 ///
 /// # Errors
 ///
 /// [`CliError::User`] for an unknown link or a malformed URL.
-pub async fn show(pool: &PgPool, link: &str, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
+pub async fn show(pool: &PgPool, link: &str, history: i64, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
     let link = find(pool, link).await?;
-    print_link(&link, json, out)
+    let history = linkpulse_shared::db::history::for_link(pool, link.id, history).await?;
+    if json {
+        /// The link's own fields, as every other command prints them, plus its history.
+        #[derive(Serialize)]
+        struct Shown<'a> {
+            #[serde(flatten)]
+            link: &'a Link,
+            history: &'a linkpulse_shared::db::history::LinkHistory,
+        }
+        return print_json(
+            out,
+            &Shown {
+                link: &link,
+                history: &history,
+            },
+        );
+    }
+    print_link(&link, false, out)?;
+    print_history(&history, out)
 }
 
-/// `links activate ID|URL`.
+/// Verdicts and events `links show` prints (all kept ones are in `--json`).
+const SHOWN_HISTORY: usize = 10;
+
+/// The human form of a link's history, after [`print_link`]'s lines.
+fn print_history(h: &linkpulse_shared::db::history::LinkHistory, out: &mut dyn Write) -> Result<(), CliError> {
+    let time = |v: Option<chrono::DateTime<chrono::Utc>>| v.map_or_else(|| "-".to_owned(), |t| t.to_rfc3339());
+    writeln!(out, "{:>13}: {}", "dead since", time(h.dead_since)).map_err(io)?;
+    writeln!(out, "{:>13}: {}", "last ok", time(h.last_ok_at)).map_err(io)?;
+    let share = h
+        .ok_share
+        .map_or_else(|| "-".to_owned(), |s| format!("{:.0}% of the kept checks", s * 100.0));
+    writeln!(out, "{:>13}: {share}", "ok share").map_err(io)?;
+    if !h.verdicts.is_empty() {
+        writeln!(out, "recent checks:").map_err(io)?;
+    }
+    for v in h.verdicts.iter().take(SHOWN_HISTORY) {
+        let code = v.status_code.map_or_else(|| "-".to_owned(), |c| c.to_string());
+        let took = v.duration_ms.map_or_else(|| "-".to_owned(), |d| format!("{d:.0} ms"));
+        let error = v.error.as_deref().unwrap_or("");
+        writeln!(
+            out,
+            "  {}  {:<9} {code:>3}  {took:>8}  {error}",
+            v.checked_at.to_rfc3339(),
+            v.outcome
+        )
+        .map_err(io)?;
+    }
+    if !h.events.is_empty() {
+        writeln!(out, "events:").map_err(io)?;
+    }
+    for e in h.events.iter().take(SHOWN_HISTORY) {
+        let by = match (e.job_id, e.actor.as_deref()) {
+            (_, Some(actor)) => format!(" by {actor}"),
+            (Some(job), None) => format!(" job {job}"),
+            (None, None) => String::new(),
+        };
+        let reason = e.reason.as_deref().map_or_else(String::new, |r| format!(" ({r})"));
+        writeln!(
+            out,
+            "  #{} {}  {:<12} {} -> {}{reason}{by}",
+            e.seq,
+            e.at.to_rfc3339(),
+            e.kind,
+            e.from,
+            e.to
+        )
+        .map_err(io)?;
+    }
+    Ok(())
+}
+
+/// `links activate ID|URL`: status active, failures 0, an event by `cli:<user>`.
 ///
 /// # Errors
 ///
 /// [`CliError::User`] for an unknown link or a malformed URL.
 pub async fn activate(pool: &PgPool, input: &str, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
     let reference = LinkRef::parse(input).map_err(|e| CliError::User(e.to_string()))?;
-    let link = links::activate(pool, &reference)
+    let link = links::activate(pool, &reference, &super::schedules::cli_actor())
         .await?
         .ok_or_else(|| CliError::User(format!("no link {input}")))?;
     print_link(&link, json, out)
+}
+
+/// The reason stored for a manual change: `<verb> by <actor>`, and the operator's words if any.
+pub fn change_reason(verb: &str, actor: &str, reason: Option<&str>) -> String {
+    match reason.map(str::trim).filter(|r| !r.is_empty()) {
+        Some(reason) => format!("{verb} by {actor}: {}", linkpulse_util::text::storable(reason)),
+        None => format!("{verb} by {actor}"),
+    }
+}
+
+/// `links pause ID|URL [--reason TEXT]` and `links resume ID|URL`: the link as `links show`
+/// prints it, after the change and its event.
+///
+/// # Errors
+///
+/// [`CliError::User`] for an unknown link or a malformed URL.
+pub async fn set_status(
+    pool: &PgPool,
+    input: &str,
+    status: &str,
+    reason: Option<&str>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let reference = LinkRef::parse(input).map_err(|e| CliError::User(e.to_string()))?;
+    let actor = super::schedules::cli_actor();
+    let verb = if status == "paused" { "paused" } else { "resumed" };
+    let reason = change_reason(verb, &actor, reason);
+    let change = StatusChange {
+        status,
+        actor: &actor,
+        reason: &reason,
+    };
+    let link = links::set_status(pool, &reference, &change)
+        .await?
+        .ok_or_else(|| CliError::User(format!("no link {input}")))?;
+    print_link(&link, json, out)
+}
+
+/// `links remove ID|URL`: deletes the link and cancels its queued jobs; `--json` prints
+/// `{"id","url","removed":true,"cancelled_jobs":N}` as `DELETE /api/links/{id}` answers.
+///
+/// # Errors
+///
+/// [`CliError::User`] for an unknown link or a malformed URL.
+pub async fn remove(pool: &PgPool, input: &str, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
+    let reference = LinkRef::parse(input).map_err(|e| CliError::User(e.to_string()))?;
+    let removed = lifecycle::remove(pool, &reference, &super::schedules::cli_actor())
+        .await?
+        .ok_or_else(|| CliError::User(format!("no link {input}")))?;
+    if json {
+        return print_json(out, &removed);
+    }
+    writeln!(
+        out,
+        "removed {} {} ({} queued job(s) cancelled)",
+        removed.id, removed.url, removed.cancelled_jobs
+    )
+    .map_err(io)
+}
+
+/// `links check|refresh ID|URL`: enqueues the job now, ahead of scheduled work; `--json` prints
+/// `{"enqueued":bool,"job_id":N}` as `POST /api/links/{id}/check` answers. A link that already has
+/// such a job queued or running keeps it (that job is the answer).
+///
+/// # Errors
+///
+/// [`CliError::User`] for an unknown, malformed or paused link.
+pub async fn enqueue(
+    pool: &PgPool,
+    input: &str,
+    kind: &str,
+    max_attempts: i32,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let link = find(pool, input).await?;
+    if link.status == "paused" {
+        return Err(CliError::User(format!(
+            "link {} is paused: resume it first (`links resume {}`)",
+            link.id, link.id
+        )));
+    }
+    let answer = lifecycle::enqueue_now(pool, kind, link.id, &link.url, &link.host, max_attempts).await?;
+    if json {
+        return print_json(out, &answer);
+    }
+    if answer.enqueued {
+        writeln!(out, "{kind} of link {} enqueued as job {}", link.id, answer.job_id).map_err(io)
+    } else {
+        writeln!(
+            out,
+            "link {} already has {kind} job {} queued or running",
+            link.id, answer.job_id
+        )
+        .map_err(io)
+    }
 }
 
 /// Resolves an id or URL to a saved link.
@@ -255,6 +476,7 @@ fn print_link(link: &Link, json: bool, out: &mut dyn Write) -> Result<(), CliErr
         ("id", link.id.to_string()),
         ("url", link.url.clone()),
         ("status", link.status.clone()),
+        ("status reason", opt(&link.status_reason)),
         ("failures", link.consecutive_failures.to_string()),
         ("last check", time(&link.last_checked_at)),
         ("last outcome", opt(&link.last_outcome)),

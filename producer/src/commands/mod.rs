@@ -1,9 +1,12 @@
 //! Command dispatch: each command gets the pool and writes its output to `out`.
 
 pub mod config;
+pub mod export;
+pub mod import;
 pub mod links;
 pub mod queue;
 pub mod schedules;
+pub mod webhooks;
 
 use std::io::Write;
 
@@ -31,6 +34,7 @@ pub async fn execute(command: Command, settings: &Settings, out: &mut dyn Write)
             writeln!(out, "migrations applied").map_err(links::io)
         }
         Command::Run | Command::Serve => Err(CliError::User("`run` and `serve` are not one-shot commands".into())),
+        Command::Openapi => crate::admin::openapi::print(out),
         Command::Cycle { name, json } => schedules::cycle(&pool, settings, name.as_deref(), json, out).await,
         Command::Config { json } => config::show(&pool, settings, json, out).await,
         Command::Schedules(cmd) => schedules::schedules(&pool, settings, cmd, out).await,
@@ -48,22 +52,46 @@ pub async fn execute(command: Command, settings: &Settings, out: &mut dyn Write)
             schedules::runs(&pool, filter, json, out).await
         }
         Command::Links(cmd) => match cmd {
-            LinksCommand::Add { urls, json } => links::add(&pool, &urls, json, out).await,
-            LinksCommand::Import { file, json } => {
-                let mut reader: Box<dyn std::io::BufRead> = match crate::cli::import_source(&file) {
-                    Some(path) => {
-                        Box::new(std::io::BufReader::new(std::fs::File::open(&path).map_err(|e| {
-                            CliError::User(format!("cannot open {}: {e}", path.display()))
-                        })?))
-                    }
-                    None => Box::new(std::io::BufReader::new(std::io::stdin())),
-                };
-                links::import(&pool, &mut reader, json, out).await
+            LinksCommand::Add { urls, json } => links::add(&pool, &urls, settings, json, out).await,
+            LinksCommand::Import { file, format, json } => {
+                import::run_cli(&pool, settings, &file, format, json, out).await
             }
-            LinksCommand::List { status, limit, json } => links::list(&pool, status.as_deref(), limit, json, out).await,
-            LinksCommand::Show { link, json } => links::show(&pool, &link, json, out).await,
+            LinksCommand::Export { format } => export::export(&pool, format, out).await,
+            LinksCommand::ApplyRules { json } => import::apply_rules(&pool, settings, json, out).await,
+            LinksCommand::List {
+                status,
+                host,
+                q,
+                checked_before,
+                limit,
+                json,
+            } => {
+                let filter = linkpulse_shared::db::links::ListFilter {
+                    status,
+                    host,
+                    text: q,
+                    checked_before: checked_before.map(|t| t.to_utc()),
+                    after_id: None,
+                };
+                links::list_filtered(&pool, &filter, limit, json, out).await
+            }
+            LinksCommand::Show { link, json } => links::show(&pool, &link, settings.history_per_link, json, out).await,
             LinksCommand::Activate { link, json } => links::activate(&pool, &link, json, out).await,
+            LinksCommand::Pause { link, reason, json } => {
+                links::set_status(&pool, &link, "paused", reason.as_deref(), json, out).await
+            }
+            LinksCommand::Resume { link, json } => links::set_status(&pool, &link, "active", None, json, out).await,
+            LinksCommand::Remove { link, json } => links::remove(&pool, &link, json, out).await,
+            LinksCommand::Check { link, json } => {
+                let kind = linkpulse_shared::link_jobs::CHECK;
+                links::enqueue(&pool, &link, kind, settings.queue.max_attempts, json, out).await
+            }
+            LinksCommand::Refresh { link, json } => {
+                let kind = linkpulse_shared::link_jobs::REFRESH;
+                links::enqueue(&pool, &link, kind, settings.queue.max_attempts, json, out).await
+            }
         },
+        Command::Webhooks(cmd) => webhooks::execute(&pool, settings, cmd, out).await,
         Command::Queue(cmd) => match cmd {
             QueueCommand::Stats { json } => queue::stats(&pool, json, out).await,
             QueueCommand::List {

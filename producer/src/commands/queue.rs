@@ -351,7 +351,7 @@ pub async fn cancel(
 fn check_kind(kind: Option<&str>) -> Result<(), CliError> {
     match kind {
         Some(k) if !KINDS.contains(&k) => Err(CliError::User(format!(
-            "unknown kind {k:?} (expected check or refresh)"
+            "unknown kind {k:?} (expected check, refresh or deliver)"
         ))),
         _ => Ok(()),
     }

@@ -271,6 +271,11 @@ pub async fn cycle(
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     store::seed(pool, settings).await?;
+    // Cron mode has no leader loop: each cycle also turns the events since the last one into
+    // webhook deliveries (the outbox), or nothing would ever be sent.
+    if let Err(error) = linkpulse_shared::webhooks::dispatch(pool, settings).await {
+        tracing::error!(error = %linkpulse_util::errors::error_chain(&error), "cannot dispatch webhook events");
+    }
     let Some(name) = name else {
         let report = runner::cycle(pool, settings, "producer cycle").await?;
         if json {

@@ -26,6 +26,7 @@ use serde_json::json;
 use sqlx::PgPool;
 
 use linkpulse_shared::config::Settings;
+use linkpulse_shared::db::history;
 use linkpulse_shared::metrics::{SCHEDULE_RUN_DURATION, SCHEDULE_RUNS_TOTAL};
 use linkpulse_shared::telemetry;
 
@@ -475,7 +476,10 @@ async fn work(pool: &PgPool, settings: &Settings, schedule: &Schedule) -> Result
 
 /// The `prune` schedule: finished jobs past their retention (`LINKPULSE_RETAIN_DONE`,
 /// `LINKPULSE_RETAIN_FAILED`) and runs past `LINKPULSE_RETAIN_RUNS`, at most `limit` rows of each
-/// per run, in batches.
+/// per run, in batches; link events past `LINKPULSE_RETAIN_EVENTS`, and the check verdicts of
+/// each link beyond its newest `LINKPULSE_HISTORY_PER_LINK` (here, not in the write-back: that is
+/// the workers' hot path). The verdict trim starts where the previous run's ended
+/// ([`verdicts_trimmed_until`]), recorded in the run's details.
 async fn prune(pool: &PgPool, settings: &Settings, limit: i64) -> Result<Work, WorkError> {
     let batches = usize::try_from((limit / PRUNE_BATCH).max(1)).unwrap_or(1);
     let mut conn = pool.acquire().await?;
@@ -505,9 +509,49 @@ async fn prune(pool: &PgPool, settings: &Settings, limit: i64) -> Result<Work, W
             break;
         }
     }
+    let events = history::prune_events(&mut conn, settings.retain_events, PRUNE_BATCH, batches).await?;
+    let keep = settings.history_per_link;
+    let since = verdicts_trimmed_until(&mut conn, keep).await?;
+    let verdicts = history::prune_verdicts(
+        &mut conn,
+        keep,
+        since,
+        PRUNE_BATCH,
+        u64::try_from(limit.max(1)).unwrap_or(u64::MAX),
+    )
+    .await?;
     Ok(Work {
         enqueued: None,
         skipped: None,
-        details: Some(json!({ "deleted_jobs": jobs, "deleted_runs": runs })),
+        details: Some(json!({
+            "deleted_jobs": jobs,
+            "deleted_runs": runs,
+            "deleted_events": events,
+            "deleted_verdicts": verdicts.deleted,
+            "verdicts_kept": keep,
+            "verdicts_trimmed_until": verdicts.trimmed_until,
+        })),
     })
+}
+
+/// Where the last successful prune left the verdict trim, if its `verdicts_kept` was at most
+/// `keep` (a trim to fewer verdicts covers this one); `None` (trim every link) otherwise, or when
+/// there is no such run (the first prune, or one after a lower `LINKPULSE_HISTORY_PER_LINK`).
+async fn verdicts_trimmed_until(
+    conn: &mut sqlx::PgConnection,
+    keep: i64,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    let last = sqlx::query!(
+        r#"SELECT (details->>'verdicts_kept')::int8 AS kept,
+                  (details->>'verdicts_trimmed_until')::timestamptz AS until
+           FROM schedule_runs
+           WHERE schedule = 'prune' AND status = 'ok' AND details ? 'verdicts_trimmed_until'
+           ORDER BY started_at DESC LIMIT 1"#
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(last.and_then(|r| match r.kept {
+        Some(kept) if kept <= keep => r.until,
+        _ => None,
+    }))
 }

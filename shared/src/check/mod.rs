@@ -17,25 +17,28 @@ use url::Url;
 
 use crate::fetch::{FetchRequest, Fetcher};
 use crate::politeness::HostPacer;
+use crate::rules::Rules;
 
-pub use verdict::{CheckResult, Verdict, classify, verdict_of_error, verdict_of_response};
+pub use verdict::{CheckResult, Verdict, classify, verdict_of_error, verdict_of_response, with_accepted};
 
 /// Body bytes a check's GET reads (enough to recognise a challenge page).
 const CHECK_BODY_BYTES: usize = 64 * 1024;
 
 /// Checks `url`: HEAD; on anything but success, GET (servers answer HEAD with 405, 404, 403 while
-/// GET works). Each request waits for the host's slot in `pacer`.
-pub async fn check_url(fetcher: &Fetcher, pacer: &HostPacer, url: &Url) -> CheckResult {
+/// GET works). Each request waits for the host's slot in `pacer`. A status the host's rules accept
+/// (`[[host]] accept` of `LINKPULSE_RULES_FILE`) counts as success.
+pub async fn check_url(fetcher: &Fetcher, pacer: &HostPacer, rules: &Rules, url: &Url) -> CheckResult {
     let host = url.host_str().unwrap_or_default();
+    let accepted = |code: u16| rules.accepts(host, code);
     pacer.wait(host).await;
     let head = crate::metrics::timed_fetch(fetcher.fetch(request(Method::HEAD, url))).await;
-    let first = classify(&head);
+    let first = with_accepted(classify(&head), accepted);
     if first.verdict == Verdict::Ok {
         return first;
     }
     pacer.wait(host).await;
     let get = crate::metrics::timed_fetch(fetcher.fetch(request(Method::GET, url))).await;
-    classify(&get)
+    with_accepted(classify(&get), accepted)
 }
 
 fn request(method: Method, url: &Url) -> FetchRequest {

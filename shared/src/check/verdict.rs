@@ -89,6 +89,22 @@ pub fn verdict_of_response(response: &FetchResponse) -> CheckResult {
     }
 }
 
+/// `result` with a host's accepted status codes applied: a response whose status `accepted`
+/// says counts as `ok` for its host (`[[host]] accept` in the rules file) is `ok`, whatever that
+/// status means elsewhere, a bot challenge included (the operator vouched for the host). Results
+/// without a response are left alone.
+pub fn with_accepted(result: CheckResult, accepted: impl Fn(u16) -> bool) -> CheckResult {
+    match result.status_code {
+        Some(code) if result.verdict != Verdict::Ok && accepted(code) => CheckResult {
+            verdict: Verdict::Ok,
+            status_code: Some(code),
+            reason: String::new(),
+            retry_after: None,
+        },
+        _ => result,
+    }
+}
+
 fn reason_of(status: StatusCode) -> &'static str {
     status.canonical_reason().unwrap_or("non-standard status")
 }
@@ -193,6 +209,45 @@ mod tests {
         for (error, verdict) in cases {
             assert_eq!(classify(&Err(error.clone())).verdict, verdict, "{error}");
         }
+    }
+
+    #[test]
+    fn a_hosts_accepted_codes_count_as_ok_and_nothing_else_changes() {
+        let rules =
+            &crate::rules::Rules::parse("[[host]]\nname = \"example.com\"\naccept = [403, 429]\n").expect("rules");
+        let for_host = |host: &'static str| move |code: u16| rules.accepts(host, code);
+        let accepted = with_accepted(classify(&response(403, &[], "")), for_host("example.com"));
+        assert_eq!(
+            accepted,
+            CheckResult {
+                verdict: Verdict::Ok,
+                status_code: Some(403),
+                reason: String::new(),
+                retry_after: None,
+            }
+        );
+        let limited = with_accepted(
+            classify(&response(429, &[("retry-after", "7")], "")),
+            for_host("example.com"),
+        );
+        assert_eq!((limited.verdict, limited.retry_after), (Verdict::Ok, None));
+        let challenged = with_accepted(
+            classify(&response(403, &[("cf-mitigated", "challenge")], "")),
+            for_host("example.com"),
+        );
+        assert_eq!(
+            challenged.verdict,
+            Verdict::Ok,
+            "the operator vouched for this host's 403"
+        );
+        // Another code of the same host, the same code of another host: as without rules.
+        let gone = with_accepted(classify(&response(404, &[], "")), for_host("example.com"));
+        assert_eq!(gone.verdict, Verdict::Dead);
+        let other = with_accepted(classify(&response(403, &[], "")), for_host("example.org"));
+        assert_eq!(other.verdict, Verdict::Blocked);
+        assert!(other.reason.contains("403"));
+        let no_response = with_accepted(classify(&Err(FetchError::Connect("reset".into()))), |_| true);
+        assert_eq!(no_response.verdict, Verdict::Transient);
     }
 
     #[test]

@@ -80,9 +80,12 @@ impl CheckWriter {
     ///
     /// Same rules as one statement per result: applied only under the job's current lease and at
     /// most once per run (see [`WriteLease`]); a success resets failures
-    /// and restores `active` (an `archived` link stays archived); a counted failure increments
+    /// and restores `active` (an `archived` link stays archived; a `paused` one stays paused with its
+    /// failures uncounted); a counted failure increments
     /// them and at the threshold makes the link `inaccessible`; a blocked result changes
-    /// neither. The current trace id (the job's) is stored as `last_trace_id`.
+    /// neither. The current trace id (the job's) is stored as `last_trace_id`. A written result
+    /// also adds a verdict to the link's history and, if the status changed, an event (same
+    /// transaction; see `write_batch`).
     ///
     /// # Errors
     ///
@@ -234,13 +237,24 @@ impl BatchFailure {
 /// batch (one check of a link is queued or running at a time). A row is written only while its
 /// lease is the job's current one (its token and attempt, read from `queue_jobs`: a rescued attempt's
 /// late result is dropped) and once per run (`last_check_run`).
+///
+/// The same statement (so the same transaction) keeps the link's history of every row it writes,
+/// and only of those (a replay or a fenced-off result adds nothing): one `link_verdicts` row, and
+/// when the status changes a `link_events` row with the next `event_seq` (the outbox the webhooks
+/// read). An event that cannot be written fails the whole statement: no transition without its
+/// event, no event without its transition.
+///
+/// The rows are locked first (`cur`) because the event needs the status the update replaces, and
+/// `RETURNING` sees only the new one (PostgreSQL < 18): the lock makes the status read there the
+/// one the update overwrites, also when another transaction changed it after this statement's
+/// snapshot.
 async fn write_batch(
     pool: &PgPool,
     threshold: i32,
     timeout: Duration,
     batch: &[&Pending],
 ) -> Result<HashSet<i64>, BatchFailure> {
-    // Rows in link order (the nested-loop plan such batches get then locks in that order). Two
+    // Rows in link order (the locking clause locks in that order). Two
     // batches share no link in practice; if they ever did and deadlocked, PostgreSQL aborts one,
     // whose results are then written one by one.
     let mut sorted: Vec<&Pending> = batch.to_vec();
@@ -259,39 +273,81 @@ async fn write_batch(
     let tokens: Vec<uuid::Uuid> = sorted.iter().map(|p| p.lease.token).collect();
     let runs: Vec<uuid::Uuid> = sorted.iter().map(|p| p.lease.run).collect();
     let attempts: Vec<i32> = sorted.iter().map(|p| p.lease.attempt).collect();
+    // A NaN or infinite duration (a clock gone wrong) is not a duration.
+    let durations: Vec<Option<f64>> = sorted
+        .iter()
+        .map(|p| p.record.duration_ms.filter(|d| d.is_finite()))
+        .collect();
     // The arrays of nullable or borrowed elements are typed by hand: the macro's check expects
     // owned, non-null elements for an array parameter.
     let query = sqlx::query_scalar!(
         r#"
-UPDATE links l
-SET last_checked_at = now(),
-    last_check_job_id = u.job_id,
-    last_check_run = u.run,
-    last_outcome = u.outcome,
-    last_status_code = u.status_code,
-    last_error = u.error,
-    consecutive_failures = CASE WHEN u.outcome = 'ok' THEN 0
-                                WHEN u.counts THEN l.consecutive_failures + 1
-                                ELSE l.consecutive_failures END,
-    last_trace_id = u.trace_id,
-    status = CASE WHEN l.status = 'archived' THEN 'archived'
-                  WHEN u.outcome = 'ok' AND l.status = 'inaccessible' THEN 'active'
-                  WHEN CASE WHEN u.outcome = 'ok' THEN 0
-                            WHEN u.counts THEN l.consecutive_failures + 1
-                            ELSE l.consecutive_failures END >= $8 THEN 'inaccessible'
-                  ELSE l.status END,
-    updated_at = now()
-FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int4[], $5::text[], $6::bool[], $7::text[], $9::uuid[],
-            $10::uuid[], $11::int4[])
-     AS u(link_id, job_id, outcome, status_code, error, counts, trace_id, token, run, attempt)
-     -- the lease fence, a read of the queue's table: still running under this lease's token and
-     -- attempt (the previous release's claims and rescues leave the token as it was, but count
-     -- the attempt)
-     JOIN queue_jobs q
-       ON q.id = u.job_id AND q.state = 'running' AND q.lease_token = u.token AND q.attempts = u.attempt
-WHERE l.id = u.link_id
-  AND l.last_check_run IS DISTINCT FROM u.run
-RETURNING u.job_id AS "job_id!"
+WITH cur AS (
+    SELECT l.id, l.url, l.status AS from_status, u.job_id, u.outcome, u.status_code, u.error,
+           u.trace_id, u.run, u.duration_ms,
+           -- a paused link's count is frozen: a late result is never counted
+           CASE WHEN l.status = 'paused' THEN l.consecutive_failures
+                WHEN u.outcome = 'ok' THEN 0
+                WHEN u.counts THEN l.consecutive_failures + 1
+                ELSE l.consecutive_failures END AS failures
+    FROM unnest($1::int8[], $2::int8[], $3::text[], $4::int4[], $5::text[], $6::bool[], $7::text[], $9::uuid[],
+                $10::uuid[], $11::int4[], $12::float8[])
+         AS u(link_id, job_id, outcome, status_code, error, counts, trace_id, token, run, attempt, duration_ms)
+         -- the lease fence, a read of the queue's table: still running under this lease's token
+         -- and attempt (the previous release's claims and rescues leave the token as it was, but
+         -- count the attempt)
+         JOIN queue_jobs q
+           ON q.id = u.job_id AND q.state = 'running' AND q.lease_token = u.token AND q.attempts = u.attempt
+         JOIN links l ON l.id = u.link_id
+    WHERE l.last_check_run IS DISTINCT FROM u.run
+    ORDER BY l.id
+    FOR NO KEY UPDATE OF l
+),
+n AS (
+    SELECT cur.*,
+           CASE WHEN from_status = 'archived' THEN 'archived'
+                -- a result arriving for a paused link (enqueued before the pause) never unpauses it
+                WHEN from_status = 'paused' THEN 'paused'
+                WHEN outcome = 'ok' AND from_status = 'inaccessible' THEN 'active'
+                WHEN failures >= $8 THEN 'inaccessible'
+                ELSE from_status END AS to_status
+    FROM cur
+),
+w AS (
+    UPDATE links l
+    SET last_checked_at = now(),
+        last_check_job_id = n.job_id,
+        last_check_run = n.run,
+        last_outcome = n.outcome,
+        last_status_code = n.status_code,
+        last_error = n.error,
+        consecutive_failures = n.failures,
+        last_trace_id = n.trace_id,
+        status = n.to_status,
+        event_seq = l.event_seq + (n.to_status <> n.from_status)::int,
+        updated_at = now()
+    FROM n
+    WHERE l.id = n.id
+    RETURNING n.id, n.url, n.from_status, n.to_status, n.job_id, n.outcome, n.status_code, n.error,
+              n.duration_ms, l.event_seq
+),
+verdicts AS (
+    INSERT INTO link_verdicts (link_id, checked_at, outcome, status_code, duration_ms, error, job_id)
+    SELECT id, now(), outcome, status_code, duration_ms, error, job_id FROM w
+),
+events AS (
+    -- the type as `history::event_type` decides it
+    INSERT INTO link_events (link_id, seq, url, type, from_status, to_status, reason, job_id)
+    SELECT id, event_seq, url,
+           CASE WHEN to_status IN ('inaccessible', 'repo_unavailable')
+                     AND from_status NOT IN ('inaccessible', 'repo_unavailable') THEN 'link.down'
+                WHEN to_status = 'active' THEN 'link.up'
+                ELSE 'link.changed' END,
+           from_status, to_status, coalesce(error, 'check ok'), job_id
+    FROM w
+    WHERE to_status <> from_status
+)
+SELECT job_id AS "job_id!" FROM w
 "#,
         &link_ids,
         &job_ids,
@@ -304,6 +360,7 @@ RETURNING u.job_id AS "job_id!"
         &tokens,
         &runs,
         &attempts,
+        &durations as &[Option<f64>],
     );
     let rows = tokio::time::timeout(timeout, query.fetch_all(pool))
         .await

@@ -7,10 +7,10 @@ use sqlx::PgPool;
 use crate::link_url::LinkUrl;
 
 /// A link's status.
-pub const STATUSES: [&str; 4] = ["active", "inaccessible", "repo_unavailable", "archived"];
+pub const STATUSES: [&str; 5] = ["active", "inaccessible", "repo_unavailable", "archived", "paused"];
 
 /// GitHub metadata of a repository link.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct GithubInfo {
     /// Repository owner (the new one after a rename or transfer).
     pub owner: String,
@@ -27,7 +27,7 @@ pub struct GithubInfo {
 }
 
 /// A saved link as the CLI and API show it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Link {
     /// Id.
     pub id: i64,
@@ -35,8 +35,11 @@ pub struct Link {
     pub url: String,
     /// Host (concurrency group).
     pub host: String,
-    /// `active`, `inaccessible`, `repo_unavailable` or `archived`.
+    /// `active`, `inaccessible`, `repo_unavailable`, `archived` or `paused`.
     pub status: String,
+    /// Why the link has its status when someone or something set it by hand (`paused by api`,
+    /// `excluded by rule "…"`); `None` otherwise.
+    pub status_reason: Option<String>,
     /// Page title.
     pub title: Option<String>,
     /// Page description.
@@ -77,6 +80,7 @@ struct LinkRow {
     url: String,
     host: String,
     status: String,
+    status_reason: Option<String>,
     title: Option<String>,
     description: Option<String>,
     favicon_url: Option<String>,
@@ -117,6 +121,7 @@ impl From<LinkRow> for Link {
             url: r.url,
             host: r.host,
             status: r.status,
+            status_reason: r.status_reason,
             title: r.title,
             description: r.description,
             favicon_url: r.favicon_url,
@@ -144,7 +149,7 @@ macro_rules! query_links {
         sqlx::query_as!(
             LinkRow,
             $head
-                + "id, url, host, status, title, description, favicon_url, image_url, site_name, \
+                + "id, url, host, status, status_reason, title, description, favicon_url, image_url, site_name, \
                    github_owner, github_repo, github_stars, github_description, github_archived, github_pushed_at, \
                    consecutive_failures, last_status_code, last_outcome, last_error, last_checked_at, refreshed_at, \
                    last_trace_id, created_at, updated_at"
@@ -198,30 +203,68 @@ pub async fn insert_many(pool: &PgPool, links: &[NewLink]) -> Result<Vec<String>
     .await
 }
 
+/// Which links a listing returns; every given filter must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    /// Only this status.
+    pub status: Option<String>,
+    /// Only this host (exact, lower case as stored).
+    pub host: Option<String>,
+    /// Only links whose URL or title contains this text, ignoring case.
+    pub text: Option<String>,
+    /// Only links last checked before this instant (never-checked links do not match).
+    pub checked_before: Option<DateTime<Utc>>,
+    /// Only links with an id above this one: the keyset cursor of the previous page.
+    pub after_id: Option<i64>,
+}
+
 /// Lists links, oldest first, optionally of one status.
 ///
 /// # Errors
 ///
 /// If the query fails.
 pub async fn list(pool: &PgPool, status: Option<&str>, limit: i64) -> Result<Vec<Link>, sqlx::Error> {
-    // One checked statement per shape rather than a filter composed at run time.
-    let rows = match status {
-        Some(status) => {
-            query_links!(
-                "SELECT ",
-                " FROM links WHERE status = $1 ORDER BY id LIMIT $2",
-                status,
-                limit.max(0)
-            )
-            .fetch_all(pool)
-            .await?
-        }
-        None => {
-            query_links!("SELECT ", " FROM links ORDER BY id LIMIT $1", limit.max(0))
-                .fetch_all(pool)
-                .await?
-        }
+    let filter = ListFilter {
+        status: status.map(str::to_owned),
+        ..ListFilter::default()
     };
+    list_page(pool, &filter, limit).await
+}
+
+/// `link_list_page`: up to `limit` links matching `filter`, by id: one page of a keyset
+/// pagination (the next page starts after the last id of this one), so a page costs the same
+/// wherever it is and concurrent inserts never shift an item onto two pages. `links list`, the
+/// API and the dashboard all read through here.
+///
+/// One statement for every combination of filters: an absent filter is a `NULL` parameter, which
+/// the custom plans of our pools (`plan_cache_mode = force_custom_plan`) fold away. The text
+/// filter is `strpos` over lower-cased text, so `%` and `_` in it are plain characters.
+///
+/// # Errors
+///
+/// If the query fails.
+pub async fn list_page(pool: &PgPool, filter: &ListFilter, limit: i64) -> Result<Vec<Link>, sqlx::Error> {
+    let rows = query_links!(
+        "SELECT ",
+        " FROM links
+         WHERE ($1::text IS NULL OR status = $1)
+           AND ($2::text IS NULL OR host = lower($2))
+           AND ($3::text IS NULL
+                OR strpos(lower(url), lower($3)) > 0
+                OR strpos(lower(coalesce(title, '')), lower($3)) > 0)
+           AND ($4::timestamptz IS NULL OR last_checked_at < $4)
+           AND id > coalesce($5::int8, 0)
+         ORDER BY id
+         LIMIT $6",
+        filter.status.as_deref(),
+        filter.host.as_deref(),
+        filter.text.as_deref(),
+        filter.checked_before,
+        filter.after_id,
+        limit.max(0)
+    )
+    .fetch_all(pool)
+    .await?;
     Ok(rows.into_iter().map(Link::from).collect())
 }
 
@@ -269,33 +312,157 @@ impl LinkRef {
     }
 }
 
-/// Manual override: status `active`, failures 0. Returns the link, or `None` if unknown.
+impl LinkRef {
+    /// The id and URL parameters of a statement that takes either (the other one is `NULL`).
+    fn parts(&self) -> (Option<i64>, Option<&str>) {
+        match self {
+            Self::Id(id) => (Some(*id), None),
+            Self::Url(url) => (None, Some(url.as_str())),
+        }
+    }
+}
+
+/// A manual status change: who asked, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusChange<'a> {
+    /// `paused` or `active`.
+    pub status: &'a str,
+    /// Who asked: `cli:<user>`, `api`, `dashboard`.
+    pub actor: &'a str,
+    /// Why, as stored in the event (and as the link's `status_reason` while it is paused).
+    pub reason: &'a str,
+}
+
+/// `link_set_status`: a manual status change and its `link_events` row in one statement, so
+/// there is no transition without its event and no event without its transition. The event's
+/// `seq` is the link's `event_seq + 1`, taken in the same `UPDATE` (the row lock orders
+/// concurrent transitions of one link). Its type is `link.up` when a dead link (`inaccessible`,
+/// `repo_unavailable`) becomes `active`, else `link.changed`.
+///
+/// Becoming `active` also resets the failure count (the operator's override); becoming `paused`
+/// keeps it, frozen, as a paused link is never checked on schedule and a late result does not
+/// count. A link already in `change.status` gets no event and keeps its reason.
+///
+/// Returns the link after the change, or `None` if there is no such link.
 ///
 /// # Errors
 ///
 /// If the statement fails.
-pub async fn activate(pool: &PgPool, link: &LinkRef) -> Result<Option<Link>, sqlx::Error> {
-    let row = match link {
-        LinkRef::Id(id) => {
-            query_links!(
-                "UPDATE links SET status = 'active', consecutive_failures = 0, updated_at = now() WHERE id = $1 RETURNING ",
-                "",
-                id
-            )
-            .fetch_optional(pool)
-            .await?
-        }
-        LinkRef::Url(url) => {
-            query_links!(
-                "UPDATE links SET status = 'active', consecutive_failures = 0, updated_at = now() WHERE url = $1 RETURNING ",
-                "",
-                url
-            )
-            .fetch_optional(pool)
-            .await?
-        }
-    };
+pub async fn set_status(pool: &PgPool, link: &LinkRef, change: &StatusChange<'_>) -> Result<Option<Link>, sqlx::Error> {
+    let (id, url) = link.parts();
+    let status_reason = (change.status == "paused").then_some(change.reason);
+    let row = query_links!(
+        "WITH target AS (
+             SELECT id, status AS from_status FROM links
+             WHERE id = $1 OR url = $2
+             FOR UPDATE
+         ),
+         changed AS (
+             UPDATE links l
+             SET status = $3,
+                 status_reason = CASE WHEN t.from_status = $3 THEN l.status_reason ELSE $4 END,
+                 consecutive_failures = CASE WHEN $3 = 'active' THEN 0 ELSE l.consecutive_failures END,
+                 event_seq = l.event_seq + CASE WHEN t.from_status = $3 THEN 0 ELSE 1 END,
+                 updated_at = now()
+             FROM target t
+             WHERE l.id = t.id
+             RETURNING l.*, t.from_status
+         ),
+         event AS (
+             INSERT INTO link_events (link_id, seq, url, type, from_status, to_status, reason, actor)
+             SELECT id, event_seq, url,
+                    CASE WHEN status = 'active' AND from_status IN ('inaccessible', 'repo_unavailable')
+                         THEN 'link.up' ELSE 'link.changed' END,
+                    from_status, status, $5, $6
+             FROM changed
+             WHERE from_status <> status
+         )
+         SELECT ",
+        " FROM changed",
+        id,
+        url,
+        change.status,
+        status_reason,
+        change.reason,
+        change.actor,
+    )
+    .fetch_optional(pool)
+    .await?;
     Ok(row.map(Link::from))
+}
+
+/// Manual override: status `active`, failures 0, with its event (see [`set_status`]). Returns
+/// the link, or `None` if unknown.
+///
+/// # Errors
+///
+/// If the statement fails.
+pub async fn activate(pool: &PgPool, link: &LinkRef, actor: &str) -> Result<Option<Link>, sqlx::Error> {
+    let reason = format!("activated by {actor}");
+    set_status(
+        pool,
+        link,
+        &StatusChange {
+            status: "active",
+            actor,
+            reason: &reason,
+        },
+    )
+    .await
+}
+
+/// A new link as saved: what its first jobs need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inserted {
+    /// `links.id`.
+    pub id: i64,
+    /// The normalised URL.
+    pub url: String,
+    /// Its host (the jobs' group).
+    pub host: String,
+    /// Its status (`paused` links get no jobs).
+    pub status: String,
+}
+
+/// `link_ids_by_url`: the ids of those of `urls` that are saved, as `(id, url)`.
+///
+/// # Errors
+///
+/// If the query fails.
+pub async fn ids_by_url<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    urls: &[String],
+) -> Result<Vec<(i64, String)>, sqlx::Error> {
+    let rows = sqlx::query!("SELECT id, url FROM links WHERE url = ANY($1)", urls)
+        .fetch_all(executor)
+        .await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.url)).collect())
+}
+
+/// `link_delete`: deletes a link with `executor`; returns its id and URL, or `None` if there was
+/// no such link. Its verdicts go with it, in the same statement (`link_verdicts` has no foreign
+/// key: the write-back's hot path would pay its check per row); its events stay (the history
+/// outlives the link). A job of it still running finds no row at its write-back and writes
+/// nothing, verdict included.
+///
+/// # Errors
+///
+/// If the statement fails.
+pub async fn delete<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    link: &LinkRef,
+) -> Result<Option<(i64, String)>, sqlx::Error> {
+    let (id, url) = link.parts();
+    let row = sqlx::query!(
+        "WITH gone AS (DELETE FROM links WHERE id = $1 OR url = $2 RETURNING id, url),
+              verdicts AS (DELETE FROM link_verdicts v USING gone WHERE v.link_id = gone.id)
+         SELECT id AS \"id!\", url AS \"url!\" FROM gone",
+        id,
+        url
+    )
+    .fetch_optional(executor)
+    .await?;
+    Ok(row.map(|r| (r.id, r.url)))
 }
 
 /// The lease a write-back acts for. A write-back applies only while `token` and `attempt` are still
@@ -327,7 +494,7 @@ impl From<&linkpulse_queue::JobLease> for WriteLease {
 }
 
 /// The result of one check, as written back.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CheckRecord {
     /// `ok`, `dead`, `transient` (attempts exhausted) or `blocked`.
     pub outcome: &'static str,
@@ -337,15 +504,17 @@ pub struct CheckRecord {
     pub error: Option<String>,
     /// Whether this result counts toward the failure threshold (dead or exhausted transient).
     pub counts_as_failure: bool,
+    /// How long the check took, in milliseconds (kept in the link's verdict history); `None`
+    /// when not measured.
+    pub duration_ms: Option<f64>,
 }
 
 /// Records on the `db.write_back` span whether the row changed (`false`: a replay of a job
 /// already written) or why the statement failed.
-fn written(result: Result<sqlx::postgres::PgQueryResult, sqlx::Error>) -> Result<bool, sqlx::Error> {
+fn written(result: Result<bool, sqlx::Error>) -> Result<bool, sqlx::Error> {
     let span = tracing::Span::current();
     match result {
-        Ok(done) => {
-            let applied = done.rows_affected() == 1;
+        Ok(applied) => {
             span.record("applied", applied);
             Ok(applied)
         }
@@ -408,6 +577,9 @@ pub struct GithubRecord {
 /// restores `active`. Traced as `db.write_back`, storing the job's trace id like
 /// [`CheckWriter::record`](super::check_writer::CheckWriter::record).
 ///
+/// A status change writes its `link_events` row in the same statement (so the same transaction),
+/// and only when the row is written (a replay adds nothing).
+///
 /// # Errors
 ///
 /// If the statement fails.
@@ -430,34 +602,70 @@ pub async fn record_refresh(
 ) -> Result<bool, sqlx::Error> {
     let gh = r.github.as_ref();
     let result = sqlx::query!(
-        "UPDATE links
-         SET title = coalesce($3, title),
-             description = coalesce($4, description),
-             favicon_url = coalesce($5, favicon_url),
-             image_url = coalesce($6, image_url),
-             site_name = coalesce($7, site_name),
-             http_etag = coalesce($8, http_etag),
-             http_last_modified = coalesce($9, http_last_modified),
-             github_owner = coalesce($10, github_owner),
-             github_repo = coalesce($11, github_repo),
-             github_stars = coalesce($12, github_stars),
-             github_description = coalesce($13, github_description),
-             github_archived = coalesce($14, github_archived),
-             github_pushed_at = coalesce($15, github_pushed_at),
-             github_etag = coalesce($16, github_etag),
-             status = CASE WHEN $14 IS TRUE THEN 'archived'
-                           WHEN $17 THEN 'repo_unavailable'
-                           WHEN $14 IS FALSE AND status IN ('archived', 'repo_unavailable') THEN 'active'
-                           ELSE status END,
-             last_error = CASE WHEN $18::text IS NOT NULL THEN $18 ELSE last_error END,
-             refreshed_at = now(),
-             last_refresh_job_id = $2,
-             last_refresh_run = $21,
-             last_trace_id = $19,
-             updated_at = now()
-         WHERE id = $1 AND last_refresh_run IS DISTINCT FROM $21
-           AND EXISTS (SELECT 1 FROM queue_jobs q
-                       WHERE q.id = $2 AND q.state = 'running' AND q.lease_token = $20 AND q.attempts = $22)",
+        "WITH cur AS (
+             -- locked: the event needs the status the update replaces (see check_writer)
+             SELECT id, url, status AS from_status FROM links
+             WHERE id = $1 AND last_refresh_run IS DISTINCT FROM $21
+               AND EXISTS (SELECT 1 FROM queue_jobs q
+                           WHERE q.id = $2 AND q.state = 'running' AND q.lease_token = $20 AND q.attempts = $22)
+             FOR NO KEY UPDATE
+         ),
+         n AS (
+             SELECT cur.*,
+                    -- a paused link stays paused whatever a late refresh finds
+                    CASE WHEN from_status = 'paused' THEN 'paused'
+                         WHEN $14::bool IS TRUE THEN 'archived'
+                         WHEN $17 THEN 'repo_unavailable'
+                         WHEN $14::bool IS FALSE AND from_status IN ('archived', 'repo_unavailable') THEN 'active'
+                         ELSE from_status END AS to_status
+             FROM cur
+         ),
+         w AS (
+             UPDATE links l
+             SET title = coalesce($3, title),
+                 description = coalesce($4, description),
+                 favicon_url = coalesce($5, favicon_url),
+                 image_url = coalesce($6, image_url),
+                 site_name = coalesce($7, site_name),
+                 http_etag = coalesce($8, http_etag),
+                 http_last_modified = coalesce($9, http_last_modified),
+                 github_owner = coalesce($10, github_owner),
+                 github_repo = coalesce($11, github_repo),
+                 github_stars = coalesce($12, github_stars),
+                 github_description = coalesce($13, github_description),
+                 github_archived = coalesce($14, github_archived),
+                 github_pushed_at = coalesce($15, github_pushed_at),
+                 github_etag = coalesce($16, github_etag),
+                 status = n.to_status,
+                 event_seq = l.event_seq + (n.to_status <> n.from_status)::int,
+                 last_error = CASE WHEN $18::text IS NOT NULL THEN $18 ELSE last_error END,
+                 refreshed_at = now(),
+                 last_refresh_job_id = $2,
+                 last_refresh_run = $21,
+                 last_trace_id = $19,
+                 updated_at = now()
+             FROM n
+             WHERE l.id = n.id
+             RETURNING n.id, n.url, n.from_status, n.to_status, l.event_seq
+         ),
+         events AS (
+             -- the type as `history::event_type` decides it
+             INSERT INTO link_events (link_id, seq, url, type, from_status, to_status, reason, job_id)
+             SELECT id, event_seq, url,
+                    CASE WHEN to_status IN ('inaccessible', 'repo_unavailable')
+                              AND from_status NOT IN ('inaccessible', 'repo_unavailable') THEN 'link.down'
+                         WHEN to_status = 'active' THEN 'link.up'
+                         ELSE 'link.changed' END,
+                    from_status, to_status,
+                    CASE to_status WHEN 'archived' THEN 'repository archived on GitHub'
+                                   WHEN 'repo_unavailable' THEN 'repository not found on GitHub'
+                                   ELSE 'repository found on GitHub' END,
+                    $2
+             FROM w
+             WHERE to_status <> from_status
+         )
+         -- one row per written link: `written` counts it
+         SELECT id FROM w",
         link_id,
         lease.job_id,
         r.title.as_deref(),
@@ -481,9 +689,9 @@ pub async fn record_refresh(
         lease.run,
         lease.attempt,
     )
-    .execute(pool)
+    .fetch_optional(pool)
     .await;
-    written(result)
+    written(result.map(|row| row.is_some()))
 }
 
 /// Conditional-request state of a link (ETag, Last-Modified, GitHub ETag and repo).

@@ -167,4 +167,7 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
 }
 
 pub mod check_writer;
+pub mod history;
+pub mod import;
+pub mod lifecycle;
 pub mod links;

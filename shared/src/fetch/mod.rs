@@ -14,11 +14,13 @@
 //! - [`body`]: capped, streamed bodies and where they may stop early.
 //! - [`errors`]: [`FetchError`], and how a transport failure becomes one.
 //! - [`retry_after`]: the `Retry-After` header.
+//! - [`post`]: one guarded `POST` without redirects (webhook deliveries).
 
 pub mod body;
 pub mod client;
 pub mod errors;
 pub mod guard;
+pub mod post;
 pub mod redirect;
 pub mod retry_after;
 
@@ -26,5 +28,6 @@ pub use body::{StopAt, StopAtFactory, read_capped};
 pub use client::{DEFAULT_HTTP_TIMEOUT, FetchRequest, FetchResponse, FetchSettings, Fetcher};
 pub use errors::{FetchError, TimeoutPhase};
 pub use guard::{GuardPolicy, Refused};
+pub use post::{MAX_POST_ANSWER, PostResponse};
 pub use redirect::{MAX_REDIRECTS, RedirectError, Redirects, is_redirect};
 pub use retry_after::{MAX_RETRY_AFTER, parse_retry_after};

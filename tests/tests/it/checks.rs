@@ -399,7 +399,7 @@ async fn a_redirect_into_private_space_is_refused_at_the_hop(pool: PgPool) {
 async fn a_429_with_retry_after_delays_the_job_and_cools_the_host_down(pool: PgPool) {
     for path in ["/retry-after-secs", "/retry-after-date"] {
         let (app, addr, site) = app_with_site(pool.clone()).await;
-        sqlx::query("TRUNCATE queue_jobs, links, host_cooldowns")
+        sqlx::query("TRUNCATE queue_jobs, links, link_verdicts, host_cooldowns")
             .execute(&app.pool)
             .await
             .expect("reset");

@@ -80,6 +80,7 @@ fn result(outcome: &'static str, status: u16) -> CheckRecord {
         status_code: Some(status),
         error: (outcome != "ok").then(|| format!("HTTP {status}")),
         counts_as_failure: matches!(outcome, "dead" | "transient"),
+        duration_ms: Some(12.5),
     }
 }
 

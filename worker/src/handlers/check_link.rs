@@ -32,7 +32,11 @@ pub async fn check_link(
     let url = Url::parse(&job.url).map_err(|e| JobError::Fail(format!("stored URL {:?} is invalid: {e}", job.url)))?;
     let host = url.host_str().unwrap_or_default().to_owned();
     gates::respect_cooldown(state, &host).await?;
-    let result = check_url(&state.fetcher, &state.pacer, &url).await;
+    // The check's wall time, kept in the link's verdict history (it includes the wait for the
+    // host's slot between HEAD and GET, which a slow answer's retry-by-GET also costs a user).
+    let started = std::time::Instant::now();
+    let result = check_url(&state.fetcher, &state.pacer, &state.settings.rules, &url).await;
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
     tracing::Span::current().record("verdict", result.verdict.as_str());
     report_verdict(report, &result);
     let limited = gates::is_rate_limited(&result);
@@ -47,6 +51,7 @@ pub async fn check_link(
         status_code: result.status_code,
         error: (result.verdict != Verdict::Ok).then(|| result.reason.clone()),
         counts_as_failure: matches!(result.verdict, Verdict::Dead | Verdict::Transient),
+        duration_ms: Some(duration_ms),
     };
     state
         .checks

@@ -1,6 +1,7 @@
-//! The job handlers: what a `check` and a `refresh` do, and where their results go.
+//! The job handlers: what a `check`, a `refresh` and a `deliver` do, and where their results go.
 
 pub mod check_link;
+pub mod deliver;
 pub mod gates;
 pub mod refresh_link;
 
@@ -37,7 +38,7 @@ pub struct AppState {
     pub settings: Settings,
 }
 
-/// Runs one job of either kind.
+/// Runs one job of any kind.
 ///
 /// Each attempt is one `job.run` span, a child of the enqueuer's span (the trace context stored
 /// with the job), so Jaeger shows the producer's cycle, the queue wait and every attempt in one
@@ -64,6 +65,7 @@ pub async fn run_link_job(
             match job {
                 LinkJob::Check(check) => check_link::check_link(&state, &check, &lease, &report).await,
                 LinkJob::Refresh(refresh) => refresh_link::refresh_link(&state, &refresh, &lease, &report).await,
+                LinkJob::Deliver(deliver) => deliver::deliver_events(&state, &deliver, &lease, &report).await,
             }
         }
         .instrument(span.clone()),
