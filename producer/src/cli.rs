@@ -327,6 +327,13 @@ pub enum QueueCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Correct the done/failed totals from the job table (after SQL by hand or a rolling upgrade;
+    /// the prune schedule runs it hourly); prints the corrections.
+    Recount {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop workers claiming a kind (within one poll interval); queued jobs wait, running ones
     /// finish.
     Pause {

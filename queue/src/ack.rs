@@ -145,7 +145,9 @@ pub use linkpulse_util::text::storable;
 /// store a job's effect and its completion atomically runs its own write and this in one
 /// transaction, without SQL of its own on `queue_jobs`.
 ///
-/// The statement, `job_complete_many`, writes every outcome of the batch at once.
+/// The statement, `job_complete_many`, writes every outcome of the batch at once, and moves the
+/// finished-job counters (`queue_count_finished`) by the jobs it finished, in the same statement,
+/// so `queue stats` reads counters instead of counting retained jobs.
 ///
 /// `result_class`, `status_code`, `result_detail` and `duration_ms` describe the latest attempt: the audit trail of
 /// a finished job, and what a retrying job found last time.
@@ -207,8 +209,9 @@ pub async fn complete_many<'e>(
     }
     // The overrides (`as &[…]`) bind arrays of borrowed or NULL-able elements: the same `text[]`
     // and `int4[]` as the `Vec<String>` and `Vec<i32>` the macro's check expects.
-    let result = sqlx::query!(
+    let applied = sqlx::query_scalar!(
         r#"
+WITH acked AS (
 UPDATE queue_jobs j
 SET state = u.state,
     run_at = CASE WHEN u.state = 'queued' THEN now() + make_interval(secs => u.delay_ms / 1000.0) ELSE j.run_at END,
@@ -236,6 +239,17 @@ WHERE j.id = u.id
   AND j.lease_token = u.token
   AND j.lease_owner = u.owner
   AND j.attempts = u.attempt
+RETURNING j.kind, j.state, j.duration_ms
+),
+finished AS (
+    SELECT kind, state, count(*) AS n, sum(duration_ms)::int8 AS ms, count(duration_ms) AS timed
+    FROM acked WHERE state IN ('done', 'failed') GROUP BY kind, state
+),
+counted AS (
+    SELECT queue_count_finished(array_agg(kind), array_agg(state), array_agg(n), array_agg(ms), array_agg(timed), now())
+    FROM finished
+)
+SELECT (SELECT count(*) FROM acked) AS "applied!" FROM counted
 "#,
         &ids,
         &owners,
@@ -251,9 +265,9 @@ WHERE j.id = u.id
         &durations as &[Option<i32>],
         &tokens,
     )
-    .execute(executor)
+    .fetch_one(executor)
     .await?;
-    Ok(result.rows_affected())
+    Ok(u64::try_from(applied).unwrap_or(0))
 }
 
 /// Releases `ids` leased by `owner` back to `queued`, refunding the attempt.

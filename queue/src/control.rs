@@ -129,7 +129,7 @@ impl CancelSelection {
 /// A cancelled job no longer holds its `(kind, dedupe_key)` (the dedupe index covers unfinished
 /// jobs only), so the next cycle may enqueue its link again; a failed job can also be requeued.
 ///
-/// One statement, `job_cancel_queued`. It locks the matching queued rows in id order (two cancels
+/// One statement, `job_cancel_queued`, which also counts the cancelled jobs as failed. It locks the matching queued rows in id order (two cancels
 /// over overlapping jobs wait on each other in one order, never in a cycle), and re-checks each
 /// row's state after any wait: a job a claim leased meanwhile is running and stays so. Claims skip
 /// the rows it holds (`SKIP LOCKED`) and no statement waits on a cancel while holding something
@@ -153,7 +153,7 @@ pub async fn cancel<'e>(
         Some(reason) => storable(reason),
         None => format!("cancelled by {by}"),
     };
-    let cancelled = sqlx::query!(
+    let cancelled = sqlx::query_scalar!(
         r#"
 WITH picked AS (
     SELECT id FROM queue_jobs
@@ -163,7 +163,8 @@ WITH picked AS (
       AND ($3::text IS NULL OR dedupe_key = $3)
     ORDER BY id
     FOR UPDATE
-)
+),
+cancelled AS (
 UPDATE queue_jobs j
 SET state = 'failed',
     finished_at = now(),
@@ -175,6 +176,13 @@ SET state = 'failed',
         'attempt', j.attempts, 'at', now(), 'kind', 'cancel', 'error', $5::text, 'by', $6::text))
 WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
   AND j.state = 'queued'
+RETURNING j.kind
+),
+counted AS (
+    SELECT queue_count_finished(array_agg(kind), array_agg('failed'::text), array_agg(n), NULL, NULL, now())
+    FROM (SELECT kind, count(*) AS n FROM cancelled GROUP BY kind) f
+)
+SELECT (SELECT count(*) FROM cancelled) AS "cancelled!" FROM counted
 "#,
         selection.id,
         selection.kind.as_deref(),
@@ -183,7 +191,7 @@ WHERE j.id = ANY (ARRAY(SELECT id FROM picked))
         reason,
         by,
     )
-    .execute(executor)
+    .fetch_one(executor)
     .await?;
-    Ok(cancelled.rows_affected())
+    Ok(u64::try_from(cancelled).unwrap_or(0))
 }

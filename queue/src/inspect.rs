@@ -23,9 +23,9 @@ pub struct KindStats {
     /// Seconds the oldest due `queued` job has waited past its `run_at`; `null` when none is due.
     /// This is the number to alert on: scheduled and backing-off jobs do not age.
     pub oldest_queued_age_seconds: Option<f64>,
-    /// Jobs that finished `done` in the last 24 hours (still retained).
+    /// Jobs that finished `done` in the last 24 hours (minute resolution; pruned ones included).
     pub done_24h: i64,
-    /// Jobs that finished `failed` in the last 24 hours (still retained).
+    /// Jobs that finished `failed` in the last 24 hours (minute resolution; pruned ones included).
     pub failed_24h: i64,
     /// Mean duration of the final attempt of the jobs finished in the last 24 hours, in
     /// milliseconds; `null` when none finished.
@@ -39,65 +39,77 @@ pub struct QueueStats {
     pub kinds: BTreeMap<String, KindStats>,
 }
 
-/// Counts jobs per kind × state, and what finished in the last 24 hours. `kinds` are always present in the result (with zeros), so a
-/// dashboard or alert sees a stable shape even on an empty queue.
+/// Jobs per kind × state, and what finished in the last 24 hours. `kinds` are always present in
+/// the result (with zeros), so a dashboard or alert sees a stable shape even on an empty queue.
 ///
-/// Two statements: `job_count_by_kind_state`, one pass over the kind/state index, and
-/// `job_finished_last_day`, the finished-jobs index, last 24 hours only.
+/// Costs what is unfinished, not what is retained: `queued` and `running` are counted exactly
+/// through their partial indexes (`job_count_unfinished`), `done` and `failed` are the totals
+/// the finishing statements keep (see [`crate::counts`]: exact for every write of this crate;
+/// after a write from outside it, exact again once [`crate::counts::recount`] ran), and the last
+/// 24 hours come from the per-minute counters (minute resolution; a job requeued or pruned since
+/// still counts in the minute it finished). Three statements, each reading at most a few
+/// thousand small rows besides the unfinished jobs.
 ///
 /// # Errors
 ///
-/// [`QueueError::Database`] if the query fails.
+/// [`QueueError::Database`] if a query fails.
 pub async fn stats(pool: &PgPool, kinds: &[&str]) -> Result<QueueStats, QueueError> {
-    let rows = sqlx::query!(
-        r#"
-SELECT kind, state, count(*) AS "n!",
-       extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'queued' AND run_at <= now()))::float8 AS oldest
-FROM queue_jobs
-GROUP BY kind, state
-"#
-    )
-    .fetch_all(pool)
-    .await?
-    .into_iter()
-    .map(|row| (row.kind, row.state, row.n, row.oldest));
     let mut stats = QueueStats::default();
     for kind in kinds {
         stats.kinds.entry((*kind).to_owned()).or_default();
     }
-    for (kind, state, n, oldest) in rows {
-        let entry = stats.kinds.entry(kind).or_default();
-        match state.as_str() {
-            "queued" => {
-                entry.queued = n;
-                entry.oldest_queued_age_seconds = oldest.map(|s| s.max(0.0));
-            }
-            "running" => entry.running = n,
-            "done" => entry.done = n,
-            "failed" => entry.failed = n,
+    // Two arms so that each state's partial index serves its own count.
+    let unfinished = sqlx::query!(
+        r#"
+SELECT kind AS "kind!", 'queued' AS "state!", count(*) AS "n!",
+       extract(epoch FROM now() - min(run_at) FILTER (WHERE run_at <= now()))::float8 AS oldest
+FROM queue_jobs WHERE state = 'queued' GROUP BY kind
+UNION ALL
+SELECT kind, 'running', count(*), NULL FROM queue_jobs WHERE state = 'running' GROUP BY kind
+"#
+    )
+    .fetch_all(pool)
+    .await?;
+    for row in unfinished {
+        let entry = stats.kinds.entry(row.kind).or_default();
+        if row.state == "queued" {
+            entry.queued = row.n;
+            entry.oldest_queued_age_seconds = row.oldest.map(|s| s.max(0.0));
+        } else {
+            entry.running = row.n;
+        }
+    }
+    let totals = sqlx::query!(
+        r#"SELECT kind, state, sum(n)::int8 AS "n!" FROM queue_counts GROUP BY kind, state"#
+    )
+    .fetch_all(pool)
+    .await?;
+    for row in totals {
+        let entry = stats.kinds.entry(row.kind).or_default();
+        match row.state.as_str() {
+            "done" => entry.done = row.n,
+            "failed" => entry.failed = row.n,
             _ => {}
         }
     }
     let finished = sqlx::query!(
         r#"
 SELECT kind,
-       count(*) FILTER (WHERE state = 'done') AS "done!",
-       count(*) FILTER (WHERE state = 'failed') AS "failed!",
-       avg(duration_ms)::float8 AS mean_ms
-FROM queue_jobs
-WHERE state IN ('done', 'failed') AND finished_at > now() - interval '24 hours'
+       coalesce(sum(n) FILTER (WHERE state = 'done'), 0)::int8 AS "done!",
+       coalesce(sum(n) FILTER (WHERE state = 'failed'), 0)::int8 AS "failed!",
+       (sum(duration_ms_sum) / nullif(sum(duration_n), 0))::float8 AS mean_ms
+FROM queue_finished_minutes
+WHERE minute > now() - interval '24 hours'
 GROUP BY kind
 "#
     )
     .fetch_all(pool)
-    .await?
-    .into_iter()
-    .map(|row| (row.kind, row.done, row.failed, row.mean_ms));
-    for (kind, done, failed, mean_ms) in finished {
-        let entry = stats.kinds.entry(kind).or_default();
-        entry.done_24h = done;
-        entry.failed_24h = failed;
-        entry.mean_duration_ms_24h = mean_ms;
+    .await?;
+    for row in finished {
+        let entry = stats.kinds.entry(row.kind).or_default();
+        entry.done_24h = row.done;
+        entry.failed_24h = row.failed;
+        entry.mean_duration_ms_24h = row.mean_ms;
     }
     Ok(stats)
 }
@@ -265,19 +277,27 @@ pub struct RequeueReport {
 /// `sqlx::query!` of `job_requeue_finished`, the one statement of the fast path's chunks and the
 /// safe path's single jobs: moves the finished jobs `$1` back to `queued`, attempts reset, errors
 /// kept as history, the latest attempt's result cleared — each only if it is still in state `$2`
-/// and no unfinished job has taken its dedupe key meanwhile. Locks those rows and, once updated,
-/// their keys.
+/// and no unfinished job has taken its dedupe key meanwhile, and takes them off the finished-job
+/// counters. Locks those rows and, once updated, their keys. Yields how many it requeued.
 macro_rules! job_requeue_finished {
     ($ids:expr, $state:expr) => {
         sqlx::query!(
             r#"
-UPDATE queue_jobs j
-SET state = 'queued', attempts = 0, run_at = now(), finished_at = NULL, lease_owner = NULL, lease_token = NULL,
-    run_id = gen_random_uuid(), result_class = NULL, status_code = NULL, result_detail = NULL, duration_ms = NULL
-WHERE j.id = ANY($1) AND j.state = $2
-  AND (j.dedupe_key IS NULL
-       OR NOT EXISTS (SELECT 1 FROM queue_jobs o
-                      WHERE o.kind = j.kind AND o.dedupe_key = j.dedupe_key AND o.state IN ('queued', 'running')))
+WITH requeued AS (
+    UPDATE queue_jobs j
+    SET state = 'queued', attempts = 0, run_at = now(), finished_at = NULL, lease_owner = NULL, lease_token = NULL,
+        run_id = gen_random_uuid(), result_class = NULL, status_code = NULL, result_detail = NULL, duration_ms = NULL
+    WHERE j.id = ANY($1) AND j.state = $2
+      AND (j.dedupe_key IS NULL
+           OR NOT EXISTS (SELECT 1 FROM queue_jobs o
+                          WHERE o.kind = j.kind AND o.dedupe_key = j.dedupe_key AND o.state IN ('queued', 'running')))
+    RETURNING j.kind
+),
+counted AS (
+    SELECT queue_count_finished(array_agg(kind), array_agg($2::text), array_agg(-n), NULL, NULL, NULL)
+    FROM (SELECT kind, count(*) AS n FROM requeued GROUP BY kind) f
+)
+SELECT (SELECT count(*) FROM requeued) AS "requeued!" FROM counted
 "#,
             $ids,
             $state,
@@ -407,9 +427,10 @@ FROM pg_settings s WHERE s.name = 'deadlock_timeout'
     .fetch_all(&mut *tx)
     .await?;
     let moved = job_requeue_finished!(ids, state.as_str())
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?
-        .rows_affected();
+        .requeued;
+    let moved = u64::try_from(moved).unwrap_or(0);
     tx.commit().await?;
     Ok(moved)
 }
@@ -421,10 +442,10 @@ async fn requeue_one(conn: &mut sqlx::PgConnection, id: i64, state: JobState) ->
     let mut retries = 0;
     loop {
         let result = job_requeue_finished!(ids.as_slice(), state.as_str())
-            .execute(&mut *conn)
+            .fetch_one(&mut *conn)
             .await;
         match result {
-            Ok(done) => return Ok(done.rows_affected()),
+            Ok(done) => return Ok(u64::try_from(done.requeued).unwrap_or(0)),
             Err(sqlx::Error::Database(e)) => match e.code().as_deref() {
                 // An enqueue committed the same key after our check: that job runs, this one
                 // stays finished and counts as skipped.

@@ -15,6 +15,7 @@
 //! - [`engine`]: the worker-side tasks tying the above together.
 //! - [`backend`]: the apalis `Backend` and the layer that reports outcomes.
 //! - [`inspect`]: stats, listings, requeue, prune for operators.
+//! - [`counts`]: the finished-job counters the stats read, and their recount.
 //! - [`control`]: pausing and resuming a kind, cancelling queued jobs, for operators.
 //!
 //! - [`settings`]: what producers, workers and operators must agree on, with named defaults.
@@ -30,6 +31,7 @@ pub mod backend;
 pub mod backoff;
 pub mod claim;
 pub mod control;
+pub mod counts;
 pub mod engine;
 pub mod enqueue;
 pub mod inspect;

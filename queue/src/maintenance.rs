@@ -16,6 +16,10 @@ pub const MAINTENANCE_LOCK_KEY: i64 = 0x006c_706d_6169_6e74;
 /// nothing: another worker's pass runs at most this plus one period later.
 pub const MAINTENANCE_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long the per-minute history of finished jobs (`queue_finished_minutes`) is kept: the last
+/// 24 hours' figures need a day, the second day is slack for a prune schedule that did not run.
+pub const MINUTES_KEPT: Duration = Duration::from_secs(2 * 24 * 3600);
+
 /// Ceilings passed to `job_rescue_lost`: attempt 31 and later reuse the last one (the policy
 /// caps its exponent at 30 too).
 const RESCUE_CEILINGS: i32 = 31;
@@ -32,7 +36,8 @@ const RESCUE_CEILINGS: i32 = 31;
 /// [`RetryPolicy::ceiling`], so the formula lives in one place); half of the ceiling is jittered
 /// here. The audit columns say what the lost attempt found: nothing (`error`), with the same reason
 /// as its `lost` error. Locks the dead workers' rows and the rescued job rows; the slot-release
-/// trigger frees their group slots. `$2` is cast to `float8[]` where it is first subscripted: the
+/// trigger frees their group slots. Jobs it fails are added to the finished-job counters in the
+/// same statement. `$2` is cast to `float8[]` where it is first subscripted: the
 /// compile-time check prepares the statement without values, and nothing else tells PostgreSQL its
 /// type.
 ///
@@ -47,11 +52,12 @@ pub async fn rescue_lost<'c>(
     let ceilings: Vec<f64> = (1..=RESCUE_CEILINGS)
         .map(|attempt| policy.ceiling(attempt).min(super::ack::MAX_SNOOZE).as_secs_f64())
         .collect();
-    let result = sqlx::query!(
+    let rescued = sqlx::query_scalar!(
         r#"
 WITH dead AS (
     DELETE FROM queue_workers WHERE heartbeat_at < now() - make_interval(secs => $1) RETURNING id
-)
+),
+rescued AS (
 UPDATE queue_jobs j
 SET state = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'queued' END,
     finished_at = CASE WHEN j.attempts >= j.max_attempts THEN now() END,
@@ -71,13 +77,20 @@ SET state = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'queued' E
 WHERE j.state = 'running'
   AND (j.lease_owner IN (SELECT id FROM dead)
        OR NOT EXISTS (SELECT 1 FROM queue_workers w WHERE w.id = j.lease_owner))
+RETURNING j.kind, j.state
+),
+counted AS (
+    SELECT queue_count_finished(array_agg(kind), array_agg(state), array_agg(n), NULL, NULL, now())
+    FROM (SELECT kind, state, count(*) AS n FROM rescued WHERE state = 'failed' GROUP BY kind, state) f
+)
+SELECT (SELECT count(*) FROM rescued) AS "rescued!" FROM counted
 "#,
         rescue_after.as_secs_f64(),
         &ceilings,
     )
-    .execute(executor)
+    .fetch_one(executor)
     .await?;
-    Ok(result.rows_affected())
+    Ok(u64::try_from(rescued).unwrap_or(0))
 }
 
 /// Deletes `done` jobs finished before `retain_done` ago and `failed` ones before
@@ -85,7 +98,8 @@ WHERE j.state = 'running'
 ///
 /// Each batch is one statement, `job_prune_finished`: one bounded batch of finished jobs of one
 /// state past retention, oldest first. `SKIP LOCKED` keeps it out of the way of an operator
-/// requeueing the same rows.
+/// requeueing the same rows. The same statement takes the deleted jobs off the finished-job
+/// counters. Then the per-minute history older than [`MINUTES_KEPT`] goes.
 ///
 /// # Errors
 ///
@@ -100,30 +114,44 @@ pub async fn prune_finished(
     let mut total = 0;
     for (state, retain) in [("done", retain_done), ("failed", retain_failed)] {
         for _ in 0..max_batches {
-            let deleted = sqlx::query!(
+            let deleted = sqlx::query_scalar!(
                 r#"
-DELETE FROM queue_jobs
-WHERE id IN (
-    SELECT id FROM queue_jobs
-    WHERE state = $1 AND finished_at < now() - make_interval(secs => $2)
-    ORDER BY finished_at
-    LIMIT $3
-    FOR UPDATE SKIP LOCKED
+WITH pruned AS (
+    DELETE FROM queue_jobs
+    WHERE id IN (
+        SELECT id FROM queue_jobs
+        WHERE state = $1 AND finished_at < now() - make_interval(secs => $2)
+        ORDER BY finished_at
+        LIMIT $3
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING kind, state
+),
+counted AS (
+    SELECT queue_count_finished(array_agg(kind), array_agg(state), array_agg(-n), NULL, NULL, NULL)
+    FROM (SELECT kind, state, count(*) AS n FROM pruned GROUP BY kind, state) f
 )
+SELECT (SELECT count(*) FROM pruned) AS "deleted!" FROM counted
 "#,
                 state,
                 retain.as_secs_f64(),
                 batch,
             )
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
+            .fetch_one(&mut *conn)
+            .await?;
+            let deleted = u64::try_from(deleted).unwrap_or(0);
             total += deleted;
             if deleted < u64::try_from(batch).unwrap_or(0) {
                 break;
             }
         }
     }
+    sqlx::query!(
+        "DELETE FROM queue_finished_minutes WHERE minute < now() - make_interval(secs => $1)",
+        MINUTES_KEPT.as_secs_f64()
+    )
+    .execute(&mut *conn)
+    .await?;
     Ok(total)
 }
 

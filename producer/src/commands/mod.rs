@@ -34,6 +34,7 @@ pub async fn execute(command: Command, settings: &Settings, out: &mut dyn Write)
             writeln!(out, "migrations applied").map_err(links::io)
         }
         Command::Run | Command::Serve => Err(CliError::User("`run` and `serve` are not one-shot commands".into())),
+        Command::Healthcheck { .. } => Err(CliError::User("`healthcheck` runs without a database connection".into())),
         Command::Openapi => crate::admin::openapi::print(out),
         Command::Cycle { name, json } => schedules::cycle(&pool, settings, name.as_deref(), json, out).await,
         Command::Config { json } => config::show(&pool, settings, json, out).await,
@@ -94,6 +95,7 @@ pub async fn execute(command: Command, settings: &Settings, out: &mut dyn Write)
         Command::Webhooks(cmd) => webhooks::execute(&pool, settings, cmd, out).await,
         Command::Queue(cmd) => match cmd {
             QueueCommand::Stats { json } => queue::stats(&pool, json, out).await,
+            QueueCommand::Recount { json } => queue::recount(&pool, json, out).await,
             QueueCommand::List {
                 state,
                 kind,

@@ -236,6 +236,25 @@ pub async fn prune(
     writeln!(out, "pruned {pruned} finished job(s)").map_err(io)
 }
 
+/// `queue recount`: `{"corrections":[{"kind","state","delta"}]}`, or one line per correction.
+///
+/// # Errors
+///
+/// Internal errors from the database.
+pub async fn recount(pool: &PgPool, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
+    let corrections = linkpulse_queue::counts::recount(pool).await?;
+    if json {
+        return print_json(out, &serde_json::json!({ "corrections": corrections }));
+    }
+    if corrections.is_empty() {
+        return writeln!(out, "the finished-job counters match the job table").map_err(io);
+    }
+    for c in &corrections {
+        writeln!(out, "{} {}: {:+}", c.kind, c.state, c.delta).map_err(io)?;
+    }
+    Ok(())
+}
+
 /// Who a pause or cancel from the command line is recorded as: `cli:$USER`, or `cli` when the
 /// environment does not say.
 fn actor() -> String {

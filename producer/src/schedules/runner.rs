@@ -37,6 +37,26 @@ use crate::cycle::{self, DueKind};
 /// linkpulse schedules, apart from the leader's and the queue's maintenance keys.
 const SCHEDULE_LOCK_CLASS: i32 = 0x6c73;
 
+/// How often a producer's `prune` runs also recount the finished-job totals from the job table
+/// ([`linkpulse_queue::counts::recount`]): that count visits every retained job (seconds at ten
+/// million), while the counters only drift through writes from outside the queue crate.
+const RECOUNT_EVERY: Duration = Duration::from_secs(3600);
+
+/// When this process last recounted (`None`: not yet, so its first prune run does).
+static LAST_RECOUNT: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+
+/// Whether a recount is due, marking it done if so.
+fn recount_due() -> bool {
+    let mut last = LAST_RECOUNT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    match *last {
+        Some(at) if at.elapsed() < RECOUNT_EVERY => false,
+        _ => {
+            *last = Some(std::time::Instant::now());
+            true
+        }
+    }
+}
+
 /// Why a run did not start or did not end well.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -478,7 +498,7 @@ async fn work(pool: &PgPool, settings: &Settings, schedule: &Schedule) -> Result
 /// `LINKPULSE_RETAIN_FAILED`) and runs past `LINKPULSE_RETAIN_RUNS`, at most `limit` rows of each
 /// per run, in batches; link events past `LINKPULSE_RETAIN_EVENTS`, and the check verdicts of
 /// each link beyond its newest `LINKPULSE_HISTORY_PER_LINK` (here, not in the write-back: that is
-/// the workers' hot path). The verdict trim starts where the previous run's ended
+/// the workers' hot path). Once an hour per producer it also recounts the finished-job totals. The verdict trim starts where the previous run's ended
 /// ([`verdicts_trimmed_until`]), recorded in the run's details.
 async fn prune(pool: &PgPool, settings: &Settings, limit: i64) -> Result<Work, WorkError> {
     let batches = usize::try_from((limit / PRUNE_BATCH).max(1)).unwrap_or(1);
@@ -510,6 +530,13 @@ async fn prune(pool: &PgPool, settings: &Settings, limit: i64) -> Result<Work, W
         }
     }
     let events = history::prune_events(&mut conn, settings.retain_events, PRUNE_BATCH, batches).await?;
+    drop(conn);
+    let recounted = if recount_due() {
+        Some(linkpulse_queue::counts::recount(pool).await?)
+    } else {
+        None
+    };
+    let mut conn = pool.acquire().await?;
     let keep = settings.history_per_link;
     let since = verdicts_trimmed_until(&mut conn, keep).await?;
     let verdicts = history::prune_verdicts(
@@ -525,6 +552,7 @@ async fn prune(pool: &PgPool, settings: &Settings, limit: i64) -> Result<Work, W
         skipped: None,
         details: Some(json!({
             "deleted_jobs": jobs,
+            "counter_corrections": recounted,
             "deleted_runs": runs,
             "deleted_events": events,
             "deleted_verdicts": verdicts.deleted,

@@ -193,6 +193,8 @@ async fn fail_all(pool: &PgPool, kind: &str) {
     .execute(pool)
     .await
     .expect("fail jobs");
+    // SQL by hand bypasses the queue's counters: correct them as an operator would.
+    linkpulse_queue::counts::recount(pool).await.expect("recount");
 }
 
 async fn states(pool: &PgPool) -> Vec<(String, String, String)> {

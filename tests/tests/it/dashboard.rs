@@ -147,14 +147,33 @@ async fn dashboard_requeues_a_failed_job_and_marks_a_link_active_from_the_browse
     let app = TestApp::spawn(pool).await;
     let ids = app.add_links(&[app.url("/a"), app.url("/b")]).await;
     app.run_cycle().await;
-    sqlx::query(
-        "UPDATE queue_jobs SET state = 'failed', finished_at = now(), attempts = max_attempts, \
-         result_class = 'transient', status_code = 599, duration_ms = 42, \
-         errors = errors || '[{\"error\":\"HTTP 503 from the test\"}]'::jsonb",
-    )
-    .execute(&app.pool)
-    .await
-    .expect("fail jobs");
+    // Every job fails its attempt, as a worker's acknowledgement writes it.
+    let owner = uuid::Uuid::new_v4();
+    linkpulse_queue::registry::register(&app.pool, owner, "dashboard-test")
+        .await
+        .expect("register");
+    let kinds = [linkpulse_shared::link_jobs::CHECK, linkpulse_shared::link_jobs::REFRESH];
+    let claimed = linkpulse_queue::claim::claim_batch(&app.pool, owner, &kinds, 100, 100)
+        .await
+        .expect("claim");
+    let failures: Vec<linkpulse_queue::Completion> = claimed
+        .iter()
+        .map(|job| {
+            let mut completion = linkpulse_queue::Completion::new(
+                crate::helpers::lease_of(job),
+                linkpulse_queue::Outcome::Fail {
+                    error: "HTTP 503 from the test".into(),
+                },
+            );
+            completion.report.result = Some("transient".into());
+            completion.report.status_code = Some(599);
+            completion.duration = Some(Duration::from_millis(42));
+            completion
+        })
+        .collect();
+    linkpulse_queue::ack::complete_many(&app.pool, &failures, &linkpulse_queue::RetryPolicy::default())
+        .await
+        .expect("fail jobs");
     // A link the checks gave up on, with no job of its own: the "mark active" button's target.
     let dead = app.add_links(&[app.url("/dead")]).await[0];
     sqlx::query("UPDATE links SET status = 'inaccessible', consecutive_failures = 3 WHERE id = $1")

@@ -27,6 +27,7 @@ mod producer_fairness;
 mod producer_loop;
 mod queue_claim;
 mod queue_cluster;
+mod queue_counts;
 mod queue_dedupe;
 mod queue_maintenance;
 mod queue_pause;
