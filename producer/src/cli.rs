@@ -62,6 +62,13 @@ pub enum Command {
     /// Webhooks: endpoints that receive link status events.
     #[command(subcommand)]
     Webhooks(crate::commands::webhooks::WebhooksCommand),
+    /// Container health check: GET /readyz (or /livez) of the admin server on
+    /// LINKPULSE_ADMIN_ADDR; exit 0 when it answers 2xx, else 1. Needs no database.
+    Healthcheck {
+        /// Probe /livez (the process answers) instead of /readyz (it also reaches the database).
+        #[arg(long)]
+        live: bool,
+    },
 }
 
 /// `producer links …`

@@ -26,9 +26,6 @@ use linkpulse_shared::config::{Env, Settings};
 
 /// The whole program: parse, configure, dispatch, map errors to exit codes.
 pub async fn main_entry() -> ExitCode {
-    // Held to the end: dropping it at any return (SIGTERM included, after the drain) flushes the
-    // last spans to the collector.
-    let _telemetry = linkpulse_shared::telemetry::init_telemetry("linkpulse-producer");
     let cli = match cli::Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -38,6 +35,18 @@ pub async fn main_entry() -> ExitCode {
             return ExitCode::from(u8::from(e.use_stderr()));
         }
     };
+    if let cli::Command::Healthcheck { live } = cli.command {
+        // The container's probe, every few seconds: no settings but the address, no telemetry.
+        return linkpulse_shared::healthcheck::run(
+            "LINKPULSE_ADMIN_ADDR",
+            linkpulse_shared::config::DEFAULT_ADMIN_ADDR,
+            live,
+        )
+        .await;
+    }
+    // Held to the end: dropping it at any return (SIGTERM included, after the drain) flushes the
+    // last spans to the collector.
+    let _telemetry = linkpulse_shared::telemetry::init_telemetry("linkpulse-producer");
     if matches!(cli.command, cli::Command::Openapi) {
         // The document is the code's: no settings, no database.
         return match admin::openapi::print(&mut std::io::stdout().lock()) {

@@ -12,6 +12,7 @@
 //! - [`fetch`]: the HTTP plumbing (SSRF guard, redirects hop by hop, capped bodies, typed
 //!   errors, `Retry-After`), for user URLs and the GitHub API alike.
 //! - [`check`]: HEAD then GET, and a check's verdict (ok, dead, transient, blocked).
+//! - [`healthcheck`]: `producer healthcheck` / `worker healthcheck`, the image's probe of itself.
 //! - [`metrics`]: metric names, the process-wide Prometheus recorder, the job/fetch recorders.
 //! - [`scrape`]: title, description, image, favicon and site name from a page (head, charset,
 //!   skimmer, challenge pages, extraction).
@@ -28,6 +29,7 @@ pub mod config;
 pub mod db;
 pub mod fetch;
 pub mod github;
+pub mod healthcheck;
 pub mod link_jobs;
 pub mod link_url;
 pub mod metrics;

@@ -19,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 use linkpulse_shared::config::{Env, Settings};
 
 /// `worker [--concurrency N] [--until-empty]`: run until SIGTERM/SIGINT (or, with
-/// `--until-empty`, until nothing is due); drain in-flight jobs first.
+/// `--until-empty`, until nothing is due); drain in-flight jobs first. `worker healthcheck`:
+/// probe a running worker's `/readyz`.
 #[derive(Debug, Parser)]
 #[command(name = "worker", version, about)]
 pub struct Cli {
@@ -31,14 +32,38 @@ pub struct Cli {
     /// run_at), jobs of paused kinds and jobs held by other workers do not keep it running.
     #[arg(long)]
     pub until_empty: bool,
+    /// Without a subcommand: run the worker.
+    #[command(subcommand)]
+    pub command: Option<WorkerCommand>,
+}
+
+/// `worker …` subcommands (none: run the worker).
+#[derive(Debug, clap::Subcommand)]
+pub enum WorkerCommand {
+    /// Container health check: GET /readyz (or /livez) on LINKPULSE_WORKER_ADDR; exit 0 when it
+    /// answers 2xx, else 1. Needs no database.
+    Healthcheck {
+        /// Probe /livez (the process answers) instead of /readyz (reaches the database, not draining).
+        #[arg(long)]
+        live: bool,
+    },
 }
 
 /// The whole program: parse, configure, run, map errors to exit codes.
 pub async fn main_entry() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(WorkerCommand::Healthcheck { live }) = cli.command {
+        // The container's probe, every few seconds: no settings but the address, no telemetry.
+        return linkpulse_shared::healthcheck::run(
+            "LINKPULSE_WORKER_ADDR",
+            linkpulse_shared::config::DEFAULT_WORKER_ADDR,
+            live,
+        )
+        .await;
+    }
     // Held to the end: dropping it at any return (SIGTERM included, after the drain) flushes the
     // last spans to the collector.
     let _telemetry = linkpulse_shared::telemetry::init_telemetry("linkpulse-worker");
-    let cli = Cli::parse();
     let settings = match Settings::from_env(&Env::new(|k| std::env::var(k).ok())) {
         Ok(s) => s,
         Err(e) => {

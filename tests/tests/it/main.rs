@@ -9,6 +9,7 @@ mod cooldowns;
 mod dashboard;
 mod dashboard_schedules;
 mod deploy;
+mod healthcheck;
 mod helpers;
 mod host_politeness;
 mod host_rules;
