@@ -21,6 +21,14 @@ use super::links::{CheckRecord, WriteLease};
 const MAX_BATCH: usize = 512;
 /// Batches in flight at once: while one waits on the database the next one fills.
 const MAX_IN_FLIGHT: usize = 2;
+/// How long a batch waits, while the other one is in flight, for that one's answer before it is
+/// sent anyway (collecting results meanwhile). A statement's fixed cost — custom planning, since
+/// the pools plan every execution afresh, and the executor's start — is about 0.75 ms of server
+/// CPU against about 13 µs per row, and a second batch sent as soon as one result arrived made
+/// batches of about 25 results at 128 concurrent checks. Waiting for the answer (a millisecond or
+/// two) makes them larger; the limit keeps a batch stuck on a row lock from holding every other
+/// result until its timeout.
+const SECOND_BATCH_DELAY: Duration = Duration::from_millis(5);
 /// Longest wait for one batch (the pool's `statement_timeout` bounds the statement itself): a
 /// batch stuck on a dead connection must not hold its permit, and its handlers, forever.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -135,6 +143,11 @@ async fn run(pool: PgPool, threshold: i32, timeout: Duration, mut rx: mpsc::Rece
         let Some(first) = rx.recv().await else {
             return;
         };
+        if in_flight.available_permits() == 0 {
+            // The other batch is in flight: its answer frees a permit (taken and given back at
+            // once); meanwhile the channel fills.
+            let _ = tokio::time::timeout(SECOND_BATCH_DELAY, in_flight.acquire()).await;
+        }
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {

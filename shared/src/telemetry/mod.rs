@@ -7,7 +7,9 @@
 //!   whether or not an endpoint is configured, so every log line carries a trace id, the queue
 //!   carries trace context from the producer to the worker, and `links.last_trace_id` is filled:
 //!   an operator can follow one job through both processes' logs even without Jaeger. Without an
-//!   endpoint the provider has no exporter: nothing is sent anywhere, no connection is attempted.
+//!   endpoint the provider has no exporter: nothing is sent anywhere, no connection is attempted,
+//!   and what only an exporter would read (busy/idle times, code location and thread attributes,
+//!   the `queue.wait` span) is not computed: it is work on every span and every poll of a job.
 //! - **gRPC (tonic), on a runtime of its own.** The SDK's batch processor exports from a plain OS
 //!   thread; the async-reqwest HTTP exporter panics there, and a tonic channel needs a Tokio
 //!   runtime when it is built (its connection worker is spawned then). We build the exporter
@@ -39,6 +41,7 @@ mod tls;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _};
@@ -72,6 +75,11 @@ pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Instrumentation scope of our spans.
 const TRACER_NAME: &str = "linkpulse";
+
+/// Whether finished spans go anywhere: false once [`init_telemetry`] found no exporter to build.
+/// True until then, so a process (or test) that installs its own tracer provider still gets every
+/// span. Spans built only to be exported ([`record_queue_wait`]) are skipped when it is false.
+static EXPORTING: AtomicBool = AtomicBool::new(true);
 
 /// Plain, human-readable logs to stderr and no tracing: for tools (the benchmark, the test worker)
 /// that have no trace to tell. Calling it twice, or after [`init_telemetry`], does nothing.
@@ -130,8 +138,17 @@ pub fn init_telemetry(service_name: &str) -> TelemetryGuard {
         .fmt_fields(span_fields::SpanFieldsJson)
         .event_format(JsonWithTraceIds::default())
         .with_filter(AskEveryTime(log_filter()));
+    let exporting = export.is_some();
+    EXPORTING.store(exporting, Ordering::Relaxed);
+    // Without an exporter a span's attributes go nowhere, yet the layer computes some for every
+    // span and every poll (busy/idle times, source location, thread): per check that was a
+    // measurable share of a worker's CPU. Trace and span ids, the context crossing the queue and
+    // the ids in the logs do not depend on them.
     let traces = tracing_opentelemetry::layer()
         .with_tracer(tracer)
+        .with_tracked_inactivity(exporting)
+        .with_location(exporting)
+        .with_threads(exporting)
         .with_filter(AskEveryTime(EnvFilter::new(TRACE_FILTER)));
     let installed = tracing_subscriber::registry()
         .with(logs)
@@ -500,6 +517,10 @@ pub fn record_queue_wait(
     started: SystemTime,
     attributes: Vec<(&'static str, i64)>,
 ) {
+    // Nothing but an exporter ever reads this span (no log line is written in it).
+    if !EXPORTING.load(Ordering::Relaxed) {
+        return;
+    }
     let Some(cx) = extract(parent) else {
         return;
     };
