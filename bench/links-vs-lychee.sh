@@ -26,6 +26,9 @@
 #                 `cargo install lychee --version 0.24.2 --locked --root target/tools`)
 #   OUT           directory for the lists, per-URL results and logs, default target/links-vs-lychee
 #   SKIP_BUILD=1  use the release binaries as they are
+#   PG_STATS=1    profile the database's share: the private server preloads pg_stat_statements,
+#                 and each linkpulse run writes its top statements and the links / queue_jobs /
+#                 link_verdicts update counters (HOT or not) to OUT/pgstats-CONC.txt
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +40,8 @@ export HOST_CONCURRENCY=${HOST_CONCURRENCY:-1000000}
 LYCHEE=${LYCHEE:-target/tools/bin/lychee}
 LYCHEE_VERSION=0.24.2
 OUT=${OUT:-target/links-vs-lychee}
+# Where `cargo build` puts the binaries (CARGO_TARGET_DIR moves them out of target/).
+BIN=${CARGO_TARGET_DIR:-target}/release
 TIMEOUT_S=5
 
 mkdir -p "$OUT"
@@ -87,15 +92,18 @@ if [[ -z "${DATABASE_URL:-}" ]]; then
   [[ $(id -u) == 0 ]] && chown postgres "$pg_dir"
   as_pg "$pg_bin/initdb" -D "$pg_dir/data" -U postgres -A trust --no-sync >"$pg_dir/initdb.log"
   # Defaults of a stock server but for max_connections: fsync and synchronous_commit stay on.
-  as_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w \
-    -o "-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1 -c max_connections=1200" start >/dev/null
+  pg_opts="-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1 -c max_connections=1200"
+  if [[ "${PG_STATS:-}" == 1 ]]; then
+    pg_opts+=" -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on"
+  fi
+  as_pg "$pg_bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w -o "$pg_opts" start >/dev/null
   DATABASE_URL=postgres://postgres@127.0.0.1:$pg_port/postgres
   echo "PostgreSQL $version on 127.0.0.1:$pg_port (throwaway cluster in $pg_dir)" >&2
 fi
 
 list="$OUT/links.txt"
 rm -f "$list"
-target/release/bench site "$PORT" --urls "$list" --count "$COUNT" 2>"$OUT/site.log" &
+"$BIN/bench" site "$PORT" --urls "$list" --count "$COUNT" 2>"$OUT/site.log" &
 pids+=($!)
 for _ in $(seq 1 100); do
   [[ -s "$list" ]] && break
@@ -108,8 +116,9 @@ echo "linkpulse $(git rev-parse --short HEAD 2>/dev/null || echo '?') (working t
 
 for conc in $CONCS; do
   # linkpulse: one JSON line from the bench.
+  if [[ "${PG_STATS:-}" == 1 ]]; then export PG_STATS_FILE="$OUT/pgstats-$conc.txt"; fi
   CONC=$conc VERDICTS="$OUT/linkpulse-$conc.tsv" WORKER_LOG="$OUT/worker-$conc.log" \
-    target/release/bench links "$list" "$DATABASE_URL" 2>"$OUT/bench-$conc.log" | tee "$OUT/linkpulse-$conc.json"
+    "$BIN/bench" links "$list" "$DATABASE_URL" 2>"$OUT/bench-$conc.log" | tee "$OUT/linkpulse-$conc.json"
 
   # lychee: same list, same concurrency, per-host limits off (host concurrency = concurrency,
   # no request interval), no retries, same timeout; exit code 2 only means broken links.
@@ -128,7 +137,7 @@ for conc in $CONCS; do
   fi
 
   # The ceiling: the same number of jobs through the queue with handlers that do nothing.
-  if ! N=$COUNT CONC=$conc target/release/bench queue "$DATABASE_URL" 2>"$OUT/queue-$conc.log" \
+  if ! N=$COUNT CONC=$conc "$BIN/bench" queue "$DATABASE_URL" 2>"$OUT/queue-$conc.log" \
     | grep '"phase":"process"' >"$OUT/queue-$conc.json"; then
     echo "error: the queue-alone run failed (see $OUT/queue-$conc.log)" >&2
     exit 1

@@ -97,6 +97,10 @@ pub async fn measure(pool: &PgPool, scratch_url: &str, file: &Path, settings: Li
             .context("ungrouping the queued jobs")?;
     }
     crate::cycle::settle(pool).await;
+    let stats = crate::pgstats::target();
+    if stats.is_some() {
+        crate::pgstats::reset(pool).await;
+    }
 
     let before = children_usage()?;
     ensure!(
@@ -115,6 +119,9 @@ pub async fn measure(pool: &PgPool, scratch_url: &str, file: &Path, settings: Li
     let elapsed = drained?;
     stopped?;
     let after = children_usage()?;
+    if let Some(path) = &stats {
+        crate::pgstats::dump(pool, path).await?;
+    }
 
     let usage = LinksUsage {
         worker_cpu: cpu(&after).saturating_sub(cpu(&before)),

@@ -10,12 +10,14 @@
 mod cycle;
 mod links;
 mod noop;
+mod pgstats;
 mod phases;
 mod report;
 mod scale;
 mod scratch;
 mod settings;
 mod site;
+mod stats;
 mod worker;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +30,9 @@ use crate::settings::{CycleSettings, LinksSettings, Settings};
 /// Connections beyond the worker's concurrency: engine fetcher, acker, heartbeat, maintenance,
 /// the producer side and the progress queries each need one at times.
 const EXTRA_CONNECTIONS: usize = 4;
+
+/// Connections of a `stats` run: the fill, then one caller at a time.
+const STATS_CONNECTIONS: u32 = 4;
 
 /// Connections of a `cycle` run: its statements run one at a time, the second is slack.
 const CYCLE_CONNECTIONS: u32 = 2;
@@ -91,6 +96,15 @@ enum Command {
         #[arg(value_name = "DATABASE_URL")]
         database_url: String,
     },
+    /// Fills a scratch database with RETAINED finished jobs (default 10,000,000), recounts, and
+    /// times `queue stats`, the throughput query, `/api/queue/stats`, `/metrics` and the dashboard
+    /// ROUNDS times each (default 20), against the old count over the job table; every
+    /// FAILED_EVERY-th retained job is failed (default 100; 0 for none). One JSON line.
+    Stats {
+        /// Any database on the server; only used to create and drop the scratch database.
+        #[arg(value_name = "DATABASE_URL")]
+        database_url: String,
+    },
     /// Serves the test site on 127.0.0.1:PORT (80 % 200, 5 % each 404, 500, slow 200, 302) and
     /// writes the list of its URLs, until SIGTERM or SIGINT.
     Site {
@@ -135,6 +149,7 @@ async fn main() -> anyhow::Result<()> {
             run_links(&database_url, &file, settings).await
         }
         Command::Scale { database_url } => run_scale(&database_url).await,
+        Command::Stats { database_url } => run_stats(&database_url).await,
         Command::Site { port, urls, count } => site::serve(port, &urls, count).await,
     }
 }
@@ -181,6 +196,25 @@ async fn run_fill(database_url: &str, settings: Settings) -> anyhow::Result<()> 
     let filled = phases::fill(&pool, settings).await;
     pool.close().await;
     filled
+}
+
+/// The `stats` command, sized by RETAINED and ROUNDS.
+async fn run_stats(database_url: &str) -> anyhow::Result<()> {
+    let env = |var: &str, default: i64| -> anyhow::Result<i64> {
+        std::env::var(var).ok().map_or(Ok(default), |v| {
+            v.parse().with_context(|| format!("{var}={v} is not a number"))
+        })
+    };
+    let retained = env("RETAINED", 10_000_000)?;
+    let failed_every = env("FAILED_EVERY", 100)?;
+    let rounds = usize::try_from(env("ROUNDS", 20)?.max(1)).unwrap_or(20);
+    tracing::info!(retained, failed_every, rounds, "bench settings");
+    let line = scratch::with_scratch_database(database_url, STATS_CONNECTIONS, |pool| async move {
+        let url = scratch::scratch_url(database_url)?;
+        stats::measure(&pool, &url, retained, failed_every, rounds).await
+    })
+    .await?;
+    report::emit(&line)
 }
 
 /// The `cycle` command: one fresh scratch database per size, so a size never sees the previous

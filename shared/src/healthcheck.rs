@@ -36,11 +36,13 @@ pub fn address<F: Fn(&str) -> Option<String>>(
     var: &'static str,
     default: &str,
 ) -> Result<SocketAddr, ConfigError> {
-    let default = default.parse().map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
-        var,
-        value: default.to_owned(),
-        reason: e.to_string(),
-    })?;
+    let default = default
+        .parse()
+        .map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
+            var,
+            value: default.to_owned(),
+            reason: e.to_string(),
+        })?;
     env.parse(var, default)
 }
 
@@ -65,7 +67,13 @@ pub async fn probe(bound: SocketAddr, path: &str) -> Result<String, String> {
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
     // The servers answer a word ("ready", "draining"); anything else is cut to one short line.
-    let body: String = body.split_whitespace().collect::<Vec<_>>().join(" ").chars().take(200).collect();
+    let body: String = body
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(200)
+        .collect();
     if status.is_success() {
         Ok(format!("GET {url}: {status} {body}"))
     } else {

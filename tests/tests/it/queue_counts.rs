@@ -67,9 +67,7 @@ async fn counters_follow_every_transition_of_the_queue(pool: PgPool) {
     // Acknowledgements: three done, two failed, one retried (queued again), two left running.
     let claimed = claim::claim_batch(&pool, owner, &["a"], 8, 8).await.expect("claim");
     assert_eq!(claimed.len(), 8, "premise");
-    let fail = |c: &linkpulse_queue::ClaimedJob| {
-        Completion::new(lease_of(c), Outcome::Fail { error: "poison".into() })
-    };
+    let fail = |c: &linkpulse_queue::ClaimedJob| Completion::new(lease_of(c), Outcome::Fail { error: "poison".into() });
     let mut done: Vec<Completion> = claimed[..3]
         .iter()
         .map(|c| {
@@ -79,7 +77,10 @@ async fn counters_follow_every_transition_of_the_queue(pool: PgPool) {
         })
         .collect();
     done.extend(claimed[3..5].iter().map(fail));
-    done.push(Completion::new(lease_of(&claimed[5]), Outcome::Retry { error: "again".into() }));
+    done.push(Completion::new(
+        lease_of(&claimed[5]),
+        Outcome::Retry { error: "again".into() },
+    ));
     assert_eq!(ack::complete_many(&pool, &done, &policy).await.expect("ack"), 6);
     assert_stats_match_table(&pool, &kinds, "acknowledgements").await;
     let stats = inspect::stats(&pool, &kinds).await.expect("stats");
@@ -97,7 +98,10 @@ async fn counters_follow_every_transition_of_the_queue(pool: PgPool) {
         kind: Some("b".into()),
         ..CancelSelection::default()
     };
-    assert_eq!(control::cancel(&pool, &selection, None, "test").await.expect("cancel"), 4);
+    assert_eq!(
+        control::cancel(&pool, &selection, None, "test").await.expect("cancel"),
+        4
+    );
     assert_stats_match_table(&pool, &kinds, "cancel").await;
 
     // A rescue of a dead worker's jobs: one out of attempts (failed), one queued again.
@@ -111,7 +115,9 @@ async fn counters_follow_every_transition_of_the_queue(pool: PgPool) {
         .await
         .expect("silence the worker");
     assert_eq!(
-        rescue_lost(&pool, Duration::from_secs(60), &policy).await.expect("rescue"),
+        rescue_lost(&pool, Duration::from_secs(60), &policy)
+            .await
+            .expect("rescue"),
         2
     );
     assert_eq!(table_counts(&pool, "a").await.3, 3, "premise: the rescue failed one");
@@ -122,7 +128,9 @@ async fn counters_follow_every_transition_of_the_queue(pool: PgPool) {
         kind: Some("b".into()),
         ..JobFilter::default()
     };
-    let report = inspect::requeue(&pool, JobState::Failed, &filter).await.expect("requeue");
+    let report = inspect::requeue(&pool, JobState::Failed, &filter)
+        .await
+        .expect("requeue");
     assert_eq!(report.requeued, 4);
     assert_stats_match_table(&pool, &kinds, "requeue").await;
     let b = &inspect::stats(&pool, &kinds).await.expect("stats").kinds["b"];
@@ -135,10 +143,7 @@ async fn counters_follow_every_transition_of_the_queue(pool: PgPool) {
         .expect("age the done jobs");
     let mut conn = pool.acquire().await.expect("connection");
     let day = Duration::from_secs(24 * 3600);
-    assert_eq!(
-        prune_finished(&mut conn, day, day * 30, 2, 10).await.expect("prune"),
-        3
-    );
+    assert_eq!(prune_finished(&mut conn, day, day * 30, 2, 10).await.expect("prune"), 3);
     drop(conn);
     assert_stats_match_table(&pool, &kinds, "prune").await;
     let a = &inspect::stats(&pool, &kinds).await.expect("stats").kinds["a"];
@@ -185,7 +190,10 @@ async fn recount_corrects_writes_from_outside_the_queue(pool: PgPool) {
     assert_eq!(corrections.len(), 1);
     assert_eq!((corrections[0].state.as_str(), corrections[0].delta), ("failed", -2));
     assert_stats_match_table(&pool, &["a"], "second recount").await;
-    assert!(counts::recount(&pool).await.expect("recount").is_empty(), "nothing left to correct");
+    assert!(
+        counts::recount(&pool).await.expect("recount").is_empty(),
+        "nothing left to correct"
+    );
 }
 
 #[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
@@ -207,7 +215,9 @@ async fn a_recount_racing_acknowledgements_loses_none_of_them(pool: PgPool) {
         let policy = policy.clone();
         ackers.push(tokio::spawn(async move {
             let owner = Uuid::new_v4();
-            registry::register(&pool, owner, &format!("acker-{i}")).await.expect("register");
+            registry::register(&pool, owner, &format!("acker-{i}"))
+                .await
+                .expect("register");
             loop {
                 let claimed = claim::claim_batch(&pool, owner, &["a"], 20, 100).await.expect("claim");
                 if claimed.is_empty() {
@@ -236,6 +246,10 @@ async fn a_recount_racing_acknowledgements_loses_none_of_them(pool: PgPool) {
     }
     assert!(recounts >= 2, "premise: the recounts overlapped the acknowledgements");
     let a = &inspect::stats(&pool, &["a"]).await.expect("stats").kinds["a"];
-    assert_eq!((a.done, a.done_24h, a.queued, a.running), (JOBS + 100, JOBS, 0, 0), "{a:?}");
+    assert_eq!(
+        (a.done, a.done_24h, a.queued, a.running),
+        (JOBS + 100, JOBS, 0, 0),
+        "{a:?}"
+    );
     assert!(counts::recount(&pool).await.expect("recount").is_empty());
 }
