@@ -79,11 +79,9 @@ SELECT kind, 'running', count(*), NULL FROM queue_jobs WHERE state = 'running' G
             entry.running = row.n;
         }
     }
-    let totals = sqlx::query!(
-        r#"SELECT kind, state, sum(n)::int8 AS "n!" FROM queue_counts GROUP BY kind, state"#
-    )
-    .fetch_all(pool)
-    .await?;
+    let totals = sqlx::query!(r#"SELECT kind, state, sum(n)::int8 AS "n!" FROM queue_counts GROUP BY kind, state"#)
+        .fetch_all(pool)
+        .await?;
     for row in totals {
         let entry = stats.kinds.entry(row.kind).or_default();
         match row.state.as_str() {
