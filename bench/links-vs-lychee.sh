@@ -29,6 +29,8 @@
 #   PG_STATS=1    profile the database's share: the private server preloads pg_stat_statements,
 #                 and each linkpulse run writes its top statements and the links / queue_jobs /
 #                 link_verdicts update counters (HOT or not) to OUT/pgstats-CONC.txt
+#   RETAINED_DONE=N  write N finished jobs into the table before each linkpulse run (retained
+#                 history), to compare PostgreSQL's CPU per check with and without it
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

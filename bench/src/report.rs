@@ -194,6 +194,8 @@ pub struct Links {
     db_cpu_ms_per_check: Option<f64>,
     /// Links that had no result when the queue drained: must be zero.
     unchecked: u64,
+    /// Finished jobs already in the table when the run started (`RETAINED_DONE`).
+    retained_done: i64,
 }
 
 impl Links {
@@ -231,7 +233,15 @@ impl Links {
             workers,
             db_cpu_ms_per_check: usage.db_cpu.map(per_check),
             unchecked,
+            retained_done: 0,
         }
+    }
+
+    /// The same line, saying `n` finished jobs were retained before the run.
+    #[must_use]
+    pub fn with_retained_done(mut self, n: i64) -> Self {
+        self.retained_done = n;
+        self
     }
 }
 

@@ -83,6 +83,7 @@ pub async fn measure(pool: &PgPool, scratch_url: &str) -> anyhow::Result<Scale> 
         workers,
         host_concurrency: workers * conc,
         ungrouped: false,
+        retained_done: 0,
     };
 
     // The test site, in-process, and the backlog's links.

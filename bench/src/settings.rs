@@ -137,6 +137,9 @@ pub struct LinksSettings {
     /// before the workers start, so the claim skips the per-host slot bookkeeping entirely. The
     /// difference to a normal run is what that bookkeeping costs; the line says `links_ungrouped`.
     pub ungrouped: bool,
+    /// `RETAINED_DONE`: finished jobs written into the table before the run (default 0), to show
+    /// that a check's database cost does not grow with the history retained.
+    pub retained_done: i64,
 }
 
 impl LinksSettings {
@@ -164,11 +167,13 @@ impl LinksSettings {
             .positive("HOST_CONCURRENCY", conc)
             .context("reading HOST_CONCURRENCY")?;
         let ungrouped = env.parse("UNGROUPED", false).context("reading UNGROUPED")?;
+        let retained_done = env.parse("RETAINED_DONE", 0_i64).context("reading RETAINED_DONE")?;
         Ok(Self {
             conc,
             workers,
             host_concurrency,
             ungrouped,
+            retained_done,
         })
     }
 
@@ -260,7 +265,8 @@ mod tests {
                 conc: 128,
                 workers: 1,
                 host_concurrency: 128,
-                ungrouped: false
+                ungrouped: false,
+                retained_done: 0,
             }
         );
         assert_eq!(settings.per_worker(), vec![128]);

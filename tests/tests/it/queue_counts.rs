@@ -212,7 +212,6 @@ async fn a_recount_racing_acknowledgements_loses_none_of_them(pool: PgPool) {
     let mut ackers = Vec::new();
     for i in 0..6 {
         let pool = pool.clone();
-        let policy = policy.clone();
         ackers.push(tokio::spawn(async move {
             let owner = Uuid::new_v4();
             registry::register(&pool, owner, &format!("acker-{i}"))
