@@ -346,7 +346,7 @@ mod tests {
         let line = Links::new("links", 5_000, 128, 1, Duration::from_secs(2), usage, verdicts, 0);
         assert_eq!(
             serde_json::to_string(&line).expect("encodes"),
-            r#"{"system":"linkpulse","phase":"links","urls":5000,"concurrency":128,"checks_per_s":2500,"seconds":2.0,"cpu_ms_per_check":0.2,"worker_peak_rss_mb":40.0,"verdicts":{"ok":4500,"dead":250,"transient":250,"blocked":0},"workers":1,"db_cpu_ms_per_check":0.1,"unchecked":0}"#
+            r#"{"system":"linkpulse","phase":"links","urls":5000,"concurrency":128,"checks_per_s":2500,"seconds":2.0,"cpu_ms_per_check":0.2,"worker_peak_rss_mb":40.0,"verdicts":{"ok":4500,"dead":250,"transient":250,"blocked":0},"workers":1,"db_cpu_ms_per_check":0.1,"unchecked":0,"retained_done":0}"#
         );
     }
 }
