@@ -69,6 +69,12 @@ pub enum Command {
         #[arg(long)]
         live: bool,
     },
+    /// Print a shell completion script, e.g. `producer completions bash >
+    /// /etc/bash_completion.d/producer`; needs no database.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// `producer links …`

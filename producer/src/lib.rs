@@ -47,6 +47,20 @@ pub async fn main_entry() -> ExitCode {
     // Held to the end: dropping it at any return (SIGTERM included, after the drain) flushes the
     // last spans to the collector.
     let _telemetry = linkpulse_shared::telemetry::init_telemetry("linkpulse-producer");
+    if let cli::Command::Completions { shell } = cli.command {
+        // Generated from the argument definitions themselves, so it never drifts from them.
+        let mut command = <cli::Cli as clap::CommandFactory>::command();
+        // Into memory first: the generator panics on a write error (a closed pipe).
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut command, "producer", &mut script);
+        return match std::io::Write::write_all(&mut std::io::stdout().lock(), &script) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: writing the completion script: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if matches!(cli.command, cli::Command::Openapi) {
         // The document is the code's: no settings, no database.
         return match admin::openapi::print(&mut std::io::stdout().lock()) {

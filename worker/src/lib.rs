@@ -47,11 +47,30 @@ pub enum WorkerCommand {
         #[arg(long)]
         live: bool,
     },
+    /// Print a shell completion script, e.g. `worker completions zsh`; needs no database.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// The whole program: parse, configure, run, map errors to exit codes.
 pub async fn main_entry() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(WorkerCommand::Completions { shell }) = cli.command {
+        // Generated from the argument definitions themselves, so it never drifts from them.
+        let mut command = <Cli as clap::CommandFactory>::command();
+        // Into memory first: the generator panics on a write error (a closed pipe).
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut command, "worker", &mut script);
+        return match std::io::Write::write_all(&mut std::io::stdout().lock(), &script) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: writing the completion script: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Some(WorkerCommand::Healthcheck { live }) = cli.command {
         // The container's probe, every few seconds: no settings but the address, no telemetry.
         return linkpulse_shared::healthcheck::run(

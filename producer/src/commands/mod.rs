@@ -34,8 +34,8 @@ pub async fn execute(command: Command, settings: &Settings, out: &mut dyn Write)
             writeln!(out, "migrations applied").map_err(links::io)
         }
         Command::Run | Command::Serve => Err(CliError::User("`run` and `serve` are not one-shot commands".into())),
-        Command::Healthcheck { .. } => Err(CliError::User(
-            "`healthcheck` runs without a database connection".into(),
+        Command::Healthcheck { .. } | Command::Completions { .. } => Err(CliError::User(
+            "`healthcheck` and `completions` run without a database connection".into(),
         )),
         Command::Openapi => crate::admin::openapi::print(out),
         Command::Cycle { name, json } => schedules::cycle(&pool, settings, name.as_deref(), json, out).await,

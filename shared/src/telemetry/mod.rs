@@ -81,6 +81,44 @@ const TRACER_NAME: &str = "linkpulse";
 /// span. Spans built only to be exported ([`record_queue_wait`]) are skipped when it is false.
 static EXPORTING: AtomicBool = AtomicBool::new(true);
 
+/// How log lines are written: `LINKPULSE_LOG_FORMAT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines, colored on a terminal.
+    Text,
+    /// One JSON object per line, with `trace_id` and `span_id`: what log collectors parse.
+    Json,
+}
+
+/// The variable that chooses the [`LogFormat`].
+pub const LOG_FORMAT_VAR: &str = "LINKPULSE_LOG_FORMAT";
+
+impl LogFormat {
+    /// `auto` (the default, also when unset or empty): text when stderr is a terminal — a person
+    /// is reading — and JSON otherwise (a container's log collector, a pipe, a file). `text` and
+    /// `json` force one (case-insensitive).
+    ///
+    /// # Errors
+    ///
+    /// Any other value, with the accepted ones.
+    pub fn from_setting(value: Option<&str>, stderr_is_terminal: bool) -> Result<Self, String> {
+        let auto = if stderr_is_terminal { Self::Text } else { Self::Json };
+        match value.map(str::trim).map(str::to_ascii_lowercase).as_deref() {
+            None | Some("" | "auto") => Ok(auto),
+            Some("text") => Ok(Self::Text),
+            Some("json") => Ok(Self::Json),
+            Some(other) => Err(format!(
+                "{LOG_FORMAT_VAR}={other:?} is not one of auto, text, json; using {}",
+                if auto == Self::Text {
+                    "text (auto)"
+                } else {
+                    "json (auto)"
+                }
+            )),
+        }
+    }
+}
+
 /// Plain, human-readable logs to stderr and no tracing: for tools (the benchmark, the test worker)
 /// that have no trace to tell. Calling it twice, or after [`init_telemetry`], does nothing.
 pub fn init_logging() {
@@ -90,7 +128,8 @@ pub fn init_logging() {
         .try_init();
 }
 
-/// Installs the global subscriber (JSON logs on stderr, filtered by `RUST_LOG`, plus the
+/// Installs the global subscriber (logs on stderr in the [`LogFormat`] of `LINKPULSE_LOG_FORMAT`,
+/// JSON unless stderr is a terminal, filtered by `RUST_LOG`, plus the
 /// OpenTelemetry layer), the W3C propagator and the tracer provider; starts OTLP export when
 /// `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set and neither
 /// `OTEL_SDK_DISABLED=true` nor `OTEL_TRACES_EXPORTER=none` says otherwise.
@@ -132,12 +171,29 @@ pub fn init_telemetry(service_name: &str) -> TelemetryGuard {
     let tracer = provider.tracer(TRACER_NAME);
     global::set_tracer_provider(provider.clone());
 
-    let logs = tracing_subscriber::fmt::layer()
-        .json()
-        .with_writer(std::io::stderr)
-        .fmt_fields(span_fields::SpanFieldsJson)
-        .event_format(JsonWithTraceIds::default())
-        .with_filter(AskEveryTime(log_filter()));
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let (format, format_problem) =
+        match LogFormat::from_setting(std::env::var(LOG_FORMAT_VAR).ok().as_deref(), terminal) {
+            Ok(format) => (format, None),
+            Err(problem) => (
+                LogFormat::from_setting(None, terminal).unwrap_or(LogFormat::Json),
+                Some(problem),
+            ),
+        };
+    let logs = match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .fmt_fields(span_fields::SpanFieldsJson)
+            .event_format(JsonWithTraceIds::default())
+            .with_filter(AskEveryTime(log_filter()))
+            .boxed(),
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(terminal)
+            .with_filter(AskEveryTime(log_filter()))
+            .boxed(),
+    };
     let exporting = export.is_some();
     EXPORTING.store(exporting, Ordering::Relaxed);
     // Without an exporter a span's attributes go nowhere, yet the layer computes some for every
@@ -167,6 +223,9 @@ pub fn init_telemetry(service_name: &str) -> TelemetryGuard {
     }
     if !installed {
         tracing::debug!("a global subscriber was already installed; kept it");
+    }
+    if let Some(problem) = format_problem {
+        tracing::warn!("{problem}");
     }
     TelemetryGuard {
         provider: Some(provider),
@@ -590,6 +649,21 @@ mod tests {
 
     fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
         move |k| pairs.iter().find(|(name, _)| *name == k).map(|(_, v)| (*v).to_owned())
+    }
+
+    #[test]
+    fn log_format_is_text_on_a_terminal_json_elsewhere_unless_forced() {
+        assert_eq!(LogFormat::from_setting(None, true), Ok(LogFormat::Text));
+        assert_eq!(LogFormat::from_setting(None, false), Ok(LogFormat::Json));
+        assert_eq!(LogFormat::from_setting(Some(" Auto "), true), Ok(LogFormat::Text));
+        assert_eq!(LogFormat::from_setting(Some(""), false), Ok(LogFormat::Json));
+        assert_eq!(LogFormat::from_setting(Some("JSON"), true), Ok(LogFormat::Json));
+        assert_eq!(LogFormat::from_setting(Some("text"), false), Ok(LogFormat::Text));
+        let problem = LogFormat::from_setting(Some("yaml"), false).expect_err("not a format");
+        assert!(
+            problem.contains("LINKPULSE_LOG_FORMAT") && problem.contains("auto, text, json"),
+            "{problem}"
+        );
     }
 
     #[test]
