@@ -16,3 +16,24 @@ pub fn storable(error: &str) -> String {
     }
     text
 }
+/// HTML-escapes `text` into `out`, safe in element content and in single- or double-quoted
+/// attribute values: the one escaper of the dashboard's pages and the bookmarks export.
+pub fn html_escape_into(out: &mut String, text: &str) {
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// [`html_escape_into`] a new string.
+pub fn html_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    html_escape_into(&mut out, text);
+    out
+}

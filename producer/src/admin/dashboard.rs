@@ -57,20 +57,7 @@ pub(super) fn cookie_token(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Text as HTML (element content or a quoted attribute value).
-pub(super) fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+pub(super) use linkpulse_util::text::html_escape as escape;
 
 pub(super) fn back_to_page() -> Response {
     (StatusCode::SEE_OTHER, [(LOCATION, "/")]).into_response()

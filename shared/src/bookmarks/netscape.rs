@@ -9,6 +9,7 @@
 //! [`MAX_HTML_LINE_BYTES`], is reported and left out; markup left open for more than that many
 //! bytes (an unterminated quote) is reported too and the tokenizer starts afresh.
 
+use linkpulse_util::text::html_escape_into as escape_into;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io::BufRead;
@@ -57,20 +58,6 @@ pub fn write_entry(out: &mut String, url: &str, title: Option<&str>, added: Opti
     out.push('>');
     escape_into(out, title.unwrap_or_default());
     out.push_str("</A>\n");
-}
-
-/// HTML-escapes `text` into `out` (text and double-quoted attribute values alike).
-pub fn escape_into(out: &mut String, text: &str) {
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
 }
 
 /// A bookmark whose `</A>` has not come yet.
