@@ -349,14 +349,8 @@ verdicts AS (
     SELECT id, now(), outcome, status_code, duration_ms, error, job_id FROM w
 ),
 events AS (
-    -- the type as `history::event_type` decides it
     INSERT INTO link_events (link_id, seq, url, type, from_status, to_status, reason, job_id)
-    SELECT id, event_seq, url,
-           CASE WHEN to_status IN ('inaccessible', 'repo_unavailable')
-                     AND from_status NOT IN ('inaccessible', 'repo_unavailable') THEN 'link.down'
-                WHEN to_status = 'active' THEN 'link.up'
-                ELSE 'link.changed' END,
-           from_status, to_status, coalesce(error, 'check ok'), job_id
+    SELECT id, event_seq, url, link_event_type(from_status, to_status), from_status, to_status, coalesce(error, 'check ok'), job_id
     FROM w
     WHERE to_status <> from_status
 )

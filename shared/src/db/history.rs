@@ -3,7 +3,8 @@
 //! dead, when did it last work, and how often does it work at all.
 //!
 //! The rows are written by the write-backs ([`super::check_writer`], [`super::links::record_refresh`])
-//! and the manual transitions, in the same statement as the transition they record; the prune
+//! and the manual transitions, in the same statement as the transition they record, each typed by
+//! the SQL function `link_event_type` (migration `…14`); the prune
 //! schedule trims them ([`prune_verdicts`], [`prune_events`]).
 
 use std::time::Duration;
@@ -11,23 +12,6 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
-
-/// Statuses in which a link counts as dead ("dead since").
-pub const DEAD_STATUSES: [&str; 2] = ["inaccessible", "repo_unavailable"];
-
-/// The event type of a transition from `from` to `to`: `link.down` into a dead status from a live
-/// one, `link.up` back to `active`, `link.changed` for anything else (archived, paused, dead to
-/// dead). Mirrors the `CASE` of the write-back statements, which cannot call Rust.
-pub fn event_type(from: &str, to: &str) -> &'static str {
-    let dead = |s: &str| DEAD_STATUSES.contains(&s);
-    if dead(to) && !dead(from) {
-        "link.down"
-    } else if to == "active" {
-        "link.up"
-    } else {
-        "link.changed"
-    }
-}
 
 /// One check's verdict, as kept in the history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -277,19 +261,6 @@ pub async fn prune_events(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn event_types_follow_the_transition() {
-        assert_eq!(event_type("active", "inaccessible"), "link.down");
-        assert_eq!(event_type("active", "repo_unavailable"), "link.down");
-        assert_eq!(event_type("archived", "repo_unavailable"), "link.down");
-        assert_eq!(event_type("inaccessible", "active"), "link.up");
-        assert_eq!(event_type("repo_unavailable", "active"), "link.up");
-        assert_eq!(event_type("paused", "active"), "link.up");
-        assert_eq!(event_type("inaccessible", "repo_unavailable"), "link.changed");
-        assert_eq!(event_type("active", "archived"), "link.changed");
-        assert_eq!(event_type("active", "paused"), "link.changed");
-    }
 
     #[test]
     fn events_serialise_with_the_contract_names() {

@@ -370,10 +370,7 @@ pub async fn set_status(pool: &PgPool, link: &LinkRef, change: &StatusChange<'_>
          ),
          event AS (
              INSERT INTO link_events (link_id, seq, url, type, from_status, to_status, reason, actor)
-             SELECT id, event_seq, url,
-                    CASE WHEN status = 'active' AND from_status IN ('inaccessible', 'repo_unavailable')
-                         THEN 'link.up' ELSE 'link.changed' END,
-                    from_status, status, $5, $6
+             SELECT id, event_seq, url, link_event_type(from_status, status), from_status, status, $5, $6
              FROM changed
              WHERE from_status <> status
          )
@@ -649,14 +646,8 @@ pub async fn record_refresh(
              RETURNING n.id, n.url, n.from_status, n.to_status, l.event_seq
          ),
          events AS (
-             -- the type as `history::event_type` decides it
              INSERT INTO link_events (link_id, seq, url, type, from_status, to_status, reason, job_id)
-             SELECT id, event_seq, url,
-                    CASE WHEN to_status IN ('inaccessible', 'repo_unavailable')
-                              AND from_status NOT IN ('inaccessible', 'repo_unavailable') THEN 'link.down'
-                         WHEN to_status = 'active' THEN 'link.up'
-                         ELSE 'link.changed' END,
-                    from_status, to_status,
+             SELECT id, event_seq, url, link_event_type(from_status, to_status), from_status, to_status,
                     CASE to_status WHEN 'archived' THEN 'repository archived on GitHub'
                                    WHEN 'repo_unavailable' THEN 'repository not found on GitHub'
                                    ELSE 'repository found on GitHub' END,

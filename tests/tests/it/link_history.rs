@@ -806,3 +806,30 @@ async fn killing_workers_mid_batch_never_splits_a_transition_from_its_event(pool
         assert_eq!(status, at, "link {id}: status not where its events lead");
     }
 }
+
+/// Every statement that writes an event types it with `link_event_type`: down into a dead status
+/// from a live one, up back to active other than by lifting a pause, changed otherwise.
+#[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
+async fn event_types_follow_the_transition(pool: PgPool) {
+    for (from, to, expected) in [
+        ("active", "inaccessible", "link.down"),
+        ("active", "repo_unavailable", "link.down"),
+        ("archived", "repo_unavailable", "link.down"),
+        ("inaccessible", "active", "link.up"),
+        ("repo_unavailable", "active", "link.up"),
+        ("archived", "active", "link.up"),
+        ("paused", "active", "link.changed"),
+        ("inaccessible", "repo_unavailable", "link.changed"),
+        ("active", "archived", "link.changed"),
+        ("active", "paused", "link.changed"),
+        ("inaccessible", "paused", "link.changed"),
+    ] {
+        let (kind,): (String,) = sqlx::query_as("SELECT link_event_type($1, $2)")
+            .bind(from)
+            .bind(to)
+            .fetch_one(&pool)
+            .await
+            .expect("event type");
+        assert_eq!(kind, expected, "{from} -> {to}");
+    }
+}
