@@ -142,11 +142,7 @@ async fn transition(pool: &PgPool, link_id: i64, to: &str, reason: &str) -> (i64
               moved AS (UPDATE links SET status = $2, event_seq = event_seq + 1 WHERE id = $1
                         RETURNING id, url, event_seq)
          INSERT INTO link_events (link_id, seq, url, type, from_status, to_status, reason)
-         SELECT m.id, m.event_seq, m.url,
-                CASE WHEN $2 IN ('inaccessible', 'repo_unavailable')
-                          AND o.status NOT IN ('inaccessible', 'repo_unavailable') THEN 'link.down'
-                     WHEN $2 = 'active' THEN 'link.up' ELSE 'link.changed' END,
-                o.status, $2, $3
+         SELECT m.id, m.event_seq, m.url, link_event_type(o.status, $2), o.status, $2, $3
          FROM moved m, old o
          RETURNING id, seq",
     )
