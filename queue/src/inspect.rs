@@ -181,6 +181,13 @@ pub struct JobFilter {
     pub older_than: Option<Duration>,
     /// Only the job with this id.
     pub id: Option<i64>,
+    /// Only jobs whose latest attempt found this (`ok`, `dead`, `transient`, `blocked`, …).
+    pub result_class: Option<String>,
+    /// Only jobs of this concurrency group (the host, for link jobs).
+    pub group_key: Option<String>,
+    /// Only jobs with an id below this one: the keyset cursor of a listing's next page (listings
+    /// go newest first), so a page costs the same wherever it is.
+    pub before_id: Option<i64>,
 }
 
 /// `sqlx::query_as!` of [`JobSummary`] rows: the statement is its literal parts joined by the
@@ -248,6 +255,9 @@ pub async fn list(pool: &PgPool, filter: &JobFilter, limit: i64) -> Result<Vec<J
           AND ($3::text IS NULL OR dedupe_key = $3)
           AND ($4::float8 IS NULL OR created_at < now() - make_interval(secs => $4))
           AND ($6::int8 IS NULL OR id = $6)
+          AND ($7::text IS NULL OR result_class = $7)
+          AND ($8::text IS NULL OR group_key = $8)
+          AND id < coalesce($9::int8, 9223372036854775807)
         ORDER BY id DESC
         LIMIT $5
         "#;
@@ -257,6 +267,9 @@ pub async fn list(pool: &PgPool, filter: &JobFilter, limit: i64) -> Result<Vec<J
         filter.older_than.map(|d| d.as_secs_f64()),
         limit.max(0),
         filter.id,
+        filter.result_class.as_deref(),
+        filter.group_key.as_deref(),
+        filter.before_id,
     )
     .fetch_all(pool)
     .await?;
@@ -349,6 +362,8 @@ WITH matching AS (
       AND ($3::text IS NULL OR dedupe_key = $3)
       AND ($4::float8 IS NULL OR finished_at < now() - make_interval(secs => $4))
       AND ($5::int8 IS NULL OR id = $5)
+      AND ($6::text IS NULL OR result_class = $6)
+      AND ($7::text IS NULL OR group_key = $7)
 ),
 chosen AS (
     -- keyless jobs each form their own partition (the id), keyed ones one per key
@@ -367,6 +382,8 @@ SELECT coalesce((SELECT array_agg(id ORDER BY id) FROM chosen), '{}'::int8[]) AS
         filter.dedupe_key.as_deref(),
         filter.older_than.map(|d| d.as_secs_f64()),
         filter.id,
+        filter.result_class.as_deref(),
+        filter.group_key.as_deref(),
     )
     .fetch_one(pool)
     .await?;

@@ -32,6 +32,7 @@ pub mod backoff;
 pub mod claim;
 pub mod control;
 pub mod counts;
+pub mod detail;
 pub mod engine;
 pub mod enqueue;
 pub mod inspect;
