@@ -1,21 +1,55 @@
 //! The operator's command line (contract in the README: every listing takes `--json`; JSON on
 //! stdout, logs on stderr; exit 0 success, 1 user error, 2 internal error).
+//!
+//! `--json` is global (accepted before or after the subcommand), the setting flags go before the
+//! subcommand (their variables work everywhere); kinds, states
+//! and statuses are value enums ([`crate::cli_values`]), so `--help` lists them and clap refuses
+//! any other value with the list.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use linkpulse_queue::JobState;
+use linkpulse_shared::config::args::SettingsArgs;
+
+use crate::cli_values::{JobKind, LinkStatus, QueueState, RunStatus, ScheduleName};
+
+/// The service name traces carry unless `OTEL_SERVICE_NAME` says otherwise.
+pub const SERVICE_NAME: &str = "linkpulse-producer";
 
 /// linkpulse producer: enqueues due checks and refreshes, and answers the operator.
 #[derive(Debug, Parser)]
 #[command(name = "producer", version, about)]
 pub struct Cli {
+    /// Print JSON on stdout (every listing; logs stay on stderr). Accepted before or after the
+    /// subcommand.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Every setting, flag or environment variable.
+    #[command(flatten)]
+    pub settings: SettingsArgs,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The command line as clap sees it, with this binary's defaults filled in: what `--help`,
+    /// parsing and the completion scripts all use.
+    pub fn full_command() -> clap::Command {
+        SettingsArgs::with_service_name(Self::command(), SERVICE_NAME)
+    }
+
+    /// Parses the process's arguments (and the environment behind the settings).
+    ///
+    /// # Errors
+    ///
+    /// clap's error for a bad argument, `--help` or `--version`.
+    pub fn parse_process() -> Result<Self, clap::Error> {
+        Self::from_arg_matches(&Self::full_command().try_get_matches()?)
+    }
 }
 
 /// Top-level commands.
@@ -31,19 +65,12 @@ pub enum Command {
     /// Run one schedule's work once, print what it did, exit (cron, systemd timers). Without
     /// NAME: the enabled ones of check and refresh.
     Cycle {
-        /// Schedule to run: check, refresh or prune.
-        #[arg(value_parser = ["check", "refresh", "prune"])]
-        name: Option<String>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        /// Schedule to run.
+        #[arg(value_enum)]
+        name: Option<ScheduleName>,
     },
     /// The effective settings (secrets redacted) and where the schedules' timing lives.
-    Config {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Config,
     /// Schedules: list, show, enable, disable, change, run now.
     #[command(subcommand)]
     Schedules(SchedulesCommand),
@@ -85,9 +112,6 @@ pub enum LinksCommand {
         /// URLs to add.
         #[arg(required = true)]
         urls: Vec<String>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Import links from FILE, or `-` for stdin: one URL per line (blank lines and `#` comments
     /// skipped), CSV with a `url` column, or a browser's bookmarks export (Netscape HTML), detected
@@ -96,33 +120,26 @@ pub enum LinksCommand {
     Import {
         /// File path or `-`.
         file: String,
-        /// The input's format, instead of detecting it: lines, csv or html.
-        #[arg(long)]
+        /// The input's format, instead of detecting it.
+        #[arg(long, value_parser = crate::cli_values::import_format())]
         format: Option<linkpulse_shared::bookmarks::Format>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Write every link to stdout, streamed: json (the `links list --json` array), csv or html
     /// (Netscape bookmarks, importable by browsers and `links import`).
     Export {
-        /// json, csv or html.
-        #[arg(long, default_value = "json")]
+        /// The output's format.
+        #[arg(long, default_value = "json", value_parser = crate::cli_values::export_format())]
         format: crate::commands::export::ExportFormat,
     },
     /// Pause every saved link that an exclude pattern of LINKPULSE_RULES_FILE matches (status
     /// reason `excluded by rule "…"`) and cancel its queued jobs. New and imported links are
     /// excluded as they are saved; run this after adding a pattern.
-    ApplyRules {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    ApplyRules,
     /// List links, by id (the same query as `GET /api/links`).
     List {
-        /// Only this status: active, inaccessible, repo_unavailable, archived, paused.
-        #[arg(long, value_parser = ["active", "inaccessible", "repo_unavailable", "archived", "paused"])]
-        status: Option<String>,
+        /// Only this status.
+        #[arg(long, value_enum)]
+        status: Option<LinkStatus>,
         /// Only this host.
         #[arg(long)]
         host: Option<String>,
@@ -135,25 +152,16 @@ pub enum LinksCommand {
         /// At most this many.
         #[arg(long, default_value_t = 1000)]
         limit: i64,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Show one link by id or URL.
     Show {
         /// Id or URL.
         link: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Manual override: status active, failures reset to 0.
     Activate {
         /// Id or URL.
         link: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Pause a link: never checked or refreshed on schedule, never counted, until resumed.
     Pause {
@@ -162,41 +170,26 @@ pub enum LinksCommand {
         /// Why (kept as the link's status reason and in its event).
         #[arg(long)]
         reason: Option<String>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Resume a paused link: status active, failures reset to 0.
     Resume {
         /// Id or URL.
         link: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Delete a link and cancel its queued jobs (a running one finishes and writes nothing).
     Remove {
         /// Id or URL.
         link: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Check a link now, ahead of scheduled work (its queued check, if any, is the answer).
     Check {
         /// Id or URL.
         link: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Refresh a link's metadata now, ahead of scheduled work.
     Refresh {
         /// Id or URL.
         link: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -204,39 +197,30 @@ pub enum LinksCommand {
 #[derive(Debug, Subcommand)]
 pub enum SchedulesCommand {
     /// Every schedule with its trigger, toggle, next and last run.
-    List {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    List,
     /// One schedule and its recent runs.
     Show {
-        /// check, refresh or prune.
-        name: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        /// The schedule.
+        #[arg(value_enum)]
+        name: ScheduleName,
     },
     /// Turn a schedule on (its next run is its next occurrence from now).
     Enable {
-        /// check, refresh or prune.
-        name: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        /// The schedule.
+        #[arg(value_enum)]
+        name: ScheduleName,
     },
     /// Turn a schedule off (the leader stops running it within a second).
     Disable {
-        /// check, refresh or prune.
-        name: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        /// The schedule.
+        #[arg(value_enum)]
+        name: ScheduleName,
     },
     /// Change a schedule's trigger, time zone, limit or misfire grace.
     Set {
-        /// check, refresh or prune.
-        name: String,
+        /// The schedule.
+        #[arg(value_enum)]
+        name: ScheduleName,
         /// An interval (e.g. 90s, 15m, 1h).
         #[arg(long, conflicts_with = "cron")]
         every: Option<String>,
@@ -252,17 +236,12 @@ pub enum SchedulesCommand {
         /// A run later than this is recorded as missed and skipped (e.g. 30s).
         #[arg(long)]
         misfire_grace: Option<String>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Run a schedule now (recorded as a manual run; its plan is unchanged).
     Run {
-        /// check, refresh or prune.
-        name: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        /// The schedule.
+        #[arg(value_enum)]
+        name: ScheduleName,
     },
 }
 
@@ -272,17 +251,14 @@ pub enum RunsCommand {
     /// Runs, newest first.
     List {
         /// Only this schedule.
-        #[arg(long)]
-        schedule: Option<String>,
-        /// Only this status: running, ok, failed, missed, abandoned.
-        #[arg(long, value_parser = ["running", "ok", "failed", "missed", "abandoned"])]
-        status: Option<String>,
+        #[arg(long, value_enum)]
+        schedule: Option<ScheduleName>,
+        /// Only this status.
+        #[arg(long, value_enum)]
+        status: Option<RunStatus>,
         /// At most this many (at most 1000).
         #[arg(long, default_value_t = 50)]
         limit: i64,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -290,34 +266,27 @@ pub enum RunsCommand {
 #[derive(Debug, Subcommand)]
 pub enum QueueCommand {
     /// Counts per kind × state, age of the oldest queued job.
-    Stats {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Stats,
     /// List jobs, newest first.
     List {
-        /// Only this state: queued, running, done, failed.
-        #[arg(long)]
-        state: Option<JobState>,
-        /// Only this kind: check, refresh.
-        #[arg(long)]
-        kind: Option<String>,
+        /// Only this state.
+        #[arg(long, value_enum)]
+        state: Option<QueueState>,
+        /// Only this kind.
+        #[arg(long, value_enum)]
+        kind: Option<JobKind>,
         /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: i64,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Move finished jobs back to queued with fresh attempts; prints how many.
     Requeue {
-        /// Which finished jobs: failed (default) or done.
-        #[arg(long, default_value = "failed")]
-        state: JobState,
+        /// Which finished jobs (queued and running ones are refused).
+        #[arg(long, value_enum, default_value_t = QueueState::Failed)]
+        state: QueueState,
         /// Only this kind.
-        #[arg(long)]
-        kind: Option<String>,
+        #[arg(long, value_enum)]
+        kind: Option<JobKind>,
         /// Only the jobs of this link (id or URL).
         #[arg(long)]
         link: Option<String>,
@@ -327,45 +296,31 @@ pub enum QueueCommand {
         /// Only jobs that finished longer ago than this (e.g. 1h).
         #[arg(long, value_parser = humantime::parse_duration)]
         older_than: Option<Duration>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Delete finished jobs older than a duration (default: the configured retention of each).
     Prune {
         /// Age limit (e.g. 7d).
         #[arg(long, value_parser = humantime::parse_duration)]
         older_than: Option<Duration>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Correct the done/failed totals from the job table (after SQL by hand or a rolling upgrade;
     /// the prune schedule runs it hourly); prints the corrections.
-    Recount {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Recount,
     /// Stop workers claiming a kind (within one poll interval); queued jobs wait, running ones
     /// finish.
     Pause {
-        /// check, refresh or deliver.
-        kind: String,
+        /// The kind.
+        #[arg(value_enum)]
+        kind: JobKind,
         /// Why (shown by `queue stats` and the API).
         #[arg(long)]
         reason: Option<String>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Let workers claim a paused kind again, at once.
     Resume {
-        /// check, refresh or deliver.
-        kind: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        /// The kind.
+        #[arg(value_enum)]
+        kind: JobKind,
     },
     /// Discard queued jobs: they become failed with result class `cancelled`. Running, done and
     /// failed jobs are left alone. Needs a filter.
@@ -374,17 +329,14 @@ pub enum QueueCommand {
         #[arg(long, conflicts_with_all = ["kind", "link"])]
         job: Option<i64>,
         /// Only this kind.
-        #[arg(long)]
-        kind: Option<String>,
+        #[arg(long, value_enum)]
+        kind: Option<JobKind>,
         /// Only the jobs of this link (id or URL).
         #[arg(long)]
         link: Option<String>,
         /// Why (stored as the jobs' last error; default "cancelled by cli:$USER").
         #[arg(long)]
         reason: Option<String>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
 }
 

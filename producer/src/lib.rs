@@ -4,7 +4,8 @@
 //! # Layout
 //!
 //! - [`admin`]: the admin HTTP server (probes, metrics, API, dashboard).
-//! - [`cli`]: the command-line contract (clap) and the exit-code rules.
+//! - [`cli`]: the command-line contract (clap) and the exit-code rules; [`cli_values`]: its
+//!   closed value sets (kinds, states, statuses).
 //! - [`commands`]: one module per command group (`links`, `queue`).
 //! - [`cycle`]: the set-based enqueue of due jobs.
 //! - [`run`]: `producer run` and `serve` — the schedule loop with its leader lock, the admin server.
@@ -12,6 +13,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod cli_values;
 pub mod commands;
 pub mod cycle;
 pub mod run;
@@ -19,14 +21,13 @@ pub mod schedules;
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use linkpulse_shared::config::{Env, Settings};
+use linkpulse_shared::config::Settings;
 
 /// The whole program: parse, configure, dispatch, map errors to exit codes.
 pub async fn main_entry() -> ExitCode {
-    let cli = match cli::Cli::try_parse() {
+    let cli = match cli::Cli::parse_process() {
         Ok(cli) => cli,
         Err(e) => {
             // A bad argument is the operator's error: exit 1 like every user error (clap's own
@@ -38,6 +39,7 @@ pub async fn main_entry() -> ExitCode {
     if let cli::Command::Healthcheck { live } = cli.command {
         // The container's probe, every few seconds: no settings but the address, no telemetry.
         return linkpulse_shared::healthcheck::run(
+            &cli.settings.env(),
             "LINKPULSE_ADMIN_ADDR",
             linkpulse_shared::config::DEFAULT_ADMIN_ADDR,
             live,
@@ -46,10 +48,11 @@ pub async fn main_entry() -> ExitCode {
     }
     // Held to the end: dropping it at any return (SIGTERM included, after the drain) flushes the
     // last spans to the collector.
-    let _telemetry = linkpulse_shared::telemetry::init_telemetry("linkpulse-producer");
+    // `--rust-log`, `--otel-…`: the collected values, flag else environment else default.
+    let _telemetry = linkpulse_shared::telemetry::init_telemetry_with(cli::SERVICE_NAME, cli.settings.lookup());
     if let cli::Command::Completions { shell } = cli.command {
         // Generated from the argument definitions themselves, so it never drifts from them.
-        let mut command = <cli::Cli as clap::CommandFactory>::command();
+        let mut command = cli::Cli::full_command();
         // Into memory first: the generator panics on a write error (a closed pipe).
         let mut script = Vec::new();
         clap_complete::generate(shell, &mut command, "producer", &mut script);
@@ -71,7 +74,7 @@ pub async fn main_entry() -> ExitCode {
             }
         };
     }
-    let settings = match Settings::from_env(&Env::new(|k| std::env::var(k).ok())) {
+    let settings = match Settings::from_env(&cli.settings.env()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -92,7 +95,13 @@ pub async fn main_entry() -> ExitCode {
             }
             run::run(settings, mode, stop).await.map_err(cli::CliError::Internal)
         }
-        command => commands::execute(command, &settings, &mut std::io::stdout().lock()).await,
+        command => {
+            let globals = commands::Globals {
+                json: cli.json,
+                args: &cli.settings,
+            };
+            commands::execute(command, &settings, &globals, &mut std::io::stdout().lock()).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

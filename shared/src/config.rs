@@ -3,6 +3,12 @@
 //! Settings are read once at start by [`Settings::from_env`]; tests build them with
 //! [`Settings::from_lookup`] or by editing [`Settings::defaults`], never through the process
 //! environment. Defaults are the named constants below, shared by the docs and `--help`.
+//!
+//! The binaries collect the values with clap ([`args::SettingsArgs`]: flag, else environment,
+//! else the default) and read them through the same [`Env`] as before, so `--help` lists every
+//! variable while validation stays here.
+
+pub mod args;
 
 use std::time::Duration;
 
@@ -302,7 +308,21 @@ pub struct Settings {
     /// codes, read and validated once at start (a bad file stops the process, naming the file
     /// and line). Shared, because settings are cloned per worker and per request.
     pub rules: std::sync::Arc<crate::rules::Rules>,
+    /// `LINKPULSE_PUBLIC_URL` (unset by default): the admin server's public URL. Its host joins the
+    /// loopback names in the `Host` allowlist (a DNS-rebinding page names its own host), and an
+    /// `https` one marks the dashboard's session cookie `Secure`.
+    pub public_url: Option<url::Url>,
+    /// `LINKPULSE_SESSION_TTL`: how long a dashboard sign-in lasts.
+    pub session_ttl: Duration,
+    /// `LINKPULSE_SESSION_KEY` (unset by default): the key that signs dashboard sessions. Unset
+    /// means a random key per process: sessions end at a restart and do not cross replicas. Secret.
+    pub session_key: Option<SecretString>,
 }
+
+/// How long a dashboard sign-in lasts: a working day, so an open tab does not outlive its shift.
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// Shortest `LINKPULSE_SESSION_KEY` accepted: a signing key must not be guessable.
+pub const MIN_SESSION_KEY_LEN: usize = 32;
 
 /// A secret that must not reach logs: `Settings` is `Debug`, and settings get logged.
 #[derive(Clone, PartialEq, Eq)]
@@ -360,6 +380,9 @@ impl Settings {
             retain_events: DEFAULT_RETAIN_EVENTS,
             webhook_disable_after: DEFAULT_WEBHOOK_DISABLE_AFTER,
             rules: std::sync::Arc::default(),
+            public_url: None,
+            session_ttl: DEFAULT_SESSION_TTL,
+            session_key: None,
         }
     }
 
@@ -407,6 +430,18 @@ impl Settings {
         s.retain_events = env.duration("LINKPULSE_RETAIN_EVENTS", DEFAULT_RETAIN_EVENTS)?;
         s.webhook_disable_after = env.duration("LINKPULSE_WEBHOOK_DISABLE_AFTER", DEFAULT_WEBHOOK_DISABLE_AFTER)?;
         s.rules = std::sync::Arc::new(rules(env)?);
+        s.public_url = url_setting(env, "LINKPULSE_PUBLIC_URL")?;
+        s.session_ttl = env.duration("LINKPULSE_SESSION_TTL", DEFAULT_SESSION_TTL)?;
+        s.session_key = match env.optional("LINKPULSE_SESSION_KEY") {
+            Some(key) if key.len() < MIN_SESSION_KEY_LEN => {
+                return Err(ConfigError::Invalid {
+                    var: "LINKPULSE_SESSION_KEY",
+                    value: "(redacted)".into(),
+                    reason: format!("must be at least {MIN_SESSION_KEY_LEN} characters"),
+                });
+            }
+            key => key.map(SecretString::from),
+        };
         Ok(s)
     }
 }
@@ -433,10 +468,18 @@ pub fn rules<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<crate::rules
 ///
 /// [`ConfigError::Invalid`] when set but not a URL.
 pub fn jaeger_url<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<Option<url::Url>, ConfigError> {
-    env.optional("LINKPULSE_JAEGER_URL")
+    url_setting(env, "LINKPULSE_JAEGER_URL")
+}
+
+/// An optional absolute URL.
+fn url_setting<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+    var: &'static str,
+) -> Result<Option<url::Url>, ConfigError> {
+    env.optional(var)
         .map(|value| {
             url::Url::parse(value.trim()).map_err(|e| ConfigError::Invalid {
-                var: "LINKPULSE_JAEGER_URL",
+                var,
                 reason: e.to_string(),
                 value,
             })

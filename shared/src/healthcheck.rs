@@ -2,7 +2,7 @@
 //! shell or curl. GETs the process's own `/readyz` (or `/livez`) on its configured address and maps
 //! the answer to an exit code: 0 for a 2xx, 1 for anything else (refused, timed out, 503).
 //!
-//! Reads only the address variable (`LINKPULSE_ADMIN_ADDR` or `LINKPULSE_WORKER_ADDR`), not the
+//! Reads only the address setting (`LINKPULSE_ADMIN_ADDR` or `LINKPULSE_WORKER_ADDR`), not the
 //! whole configuration: a probe needs no `DATABASE_URL`, and sets up no telemetry.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -81,11 +81,16 @@ pub async fn probe(bound: SocketAddr, path: &str) -> Result<String, String> {
     }
 }
 
-/// The whole subcommand: the address from the process environment's `var` (default `default`),
-/// `/livez` when `live`, else `/readyz`; prints the outcome and returns exit code 0 or 1.
-pub async fn run(var: &'static str, default: &str, live: bool) -> ExitCode {
-    let env = Env::new(|k| std::env::var(k).ok());
-    let bound = match address(&env, var, default) {
+/// The whole subcommand: the address in `env`'s `var` (default `default`), `/livez` when `live`,
+/// else `/readyz`; prints the outcome and returns exit code 0 or 1. The binaries pass their parsed
+/// command line, so `--admin-addr`/`--worker-addr` work as the variables do.
+pub async fn run<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+    var: &'static str,
+    default: &str,
+    live: bool,
+) -> ExitCode {
+    let bound = match address(env, var, default) {
         Ok(addr) => addr,
         Err(e) => {
             eprintln!("unhealthy: {e}");

@@ -13,10 +13,14 @@ pub mod http;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use tokio_util::sync::CancellationToken;
 
-use linkpulse_shared::config::{Env, Settings};
+use linkpulse_shared::config::Settings;
+use linkpulse_shared::config::args::SettingsArgs;
+
+/// The service name traces carry unless `OTEL_SERVICE_NAME` says otherwise.
+pub const SERVICE_NAME: &str = "linkpulse-worker";
 
 /// `worker [--concurrency N] [--until-empty]`: run until SIGTERM/SIGINT (or, with
 /// `--until-empty`, until nothing is due); drain in-flight jobs first. `worker healthcheck`:
@@ -32,6 +36,10 @@ pub struct Cli {
     /// run_at), jobs of paused kinds and jobs held by other workers do not keep it running.
     #[arg(long)]
     pub until_empty: bool,
+    /// Every setting, flag or environment variable (the worker reads them all: it builds the
+    /// same settings as the producer).
+    #[command(flatten)]
+    pub settings: SettingsArgs,
     /// Without a subcommand: run the worker.
     #[command(subcommand)]
     pub command: Option<WorkerCommand>,
@@ -54,12 +62,27 @@ pub enum WorkerCommand {
     },
 }
 
+impl Cli {
+    /// The command line as clap sees it, with this binary's defaults filled in: what `--help`,
+    /// parsing and the completion scripts all use.
+    pub fn full_command() -> clap::Command {
+        SettingsArgs::with_service_name(Self::command(), SERVICE_NAME)
+    }
+}
+
 /// The whole program: parse, configure, run, map errors to exit codes.
 pub async fn main_entry() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::full_command()
+        .try_get_matches()
+        .and_then(|matches| Cli::from_arg_matches(&matches))
+    {
+        Ok(cli) => cli,
+        // clap's own exit codes, as `Cli::parse` had them: 0 for help and version, 2 otherwise.
+        Err(e) => e.exit(),
+    };
     if let Some(WorkerCommand::Completions { shell }) = cli.command {
         // Generated from the argument definitions themselves, so it never drifts from them.
-        let mut command = <Cli as clap::CommandFactory>::command();
+        let mut command = Cli::full_command();
         // Into memory first: the generator panics on a write error (a closed pipe).
         let mut script = Vec::new();
         clap_complete::generate(shell, &mut command, "worker", &mut script);
@@ -74,6 +97,7 @@ pub async fn main_entry() -> ExitCode {
     if let Some(WorkerCommand::Healthcheck { live }) = cli.command {
         // The container's probe, every few seconds: no settings but the address, no telemetry.
         return linkpulse_shared::healthcheck::run(
+            &cli.settings.env(),
             "LINKPULSE_WORKER_ADDR",
             linkpulse_shared::config::DEFAULT_WORKER_ADDR,
             live,
@@ -82,8 +106,9 @@ pub async fn main_entry() -> ExitCode {
     }
     // Held to the end: dropping it at any return (SIGTERM included, after the drain) flushes the
     // last spans to the collector.
-    let _telemetry = linkpulse_shared::telemetry::init_telemetry("linkpulse-worker");
-    let settings = match Settings::from_env(&Env::new(|k| std::env::var(k).ok())) {
+    // `--rust-log`, `--otel-…`: the collected values, flag else environment else default.
+    let _telemetry = linkpulse_shared::telemetry::init_telemetry_with(SERVICE_NAME, cli.settings.lookup());
+    let settings = match Settings::from_env(&cli.settings.env()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");

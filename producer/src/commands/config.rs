@@ -6,6 +6,7 @@ use std::io::Write;
 use sqlx::PgPool;
 
 use linkpulse_shared::config::Settings;
+use linkpulse_shared::config::args::SettingsArgs;
 
 use super::links::io;
 use crate::cli::{CliError, print_json};
@@ -13,11 +14,14 @@ use crate::cli::{CliError, print_json};
 /// What stands for a secret that is set.
 const REDACTED: &str = "[redacted]";
 
-/// The settings as `(variable, effective value)`, secrets redacted.
-pub fn effective(settings: &Settings) -> Vec<(&'static str, String)> {
+/// The settings as `(variable, effective value)`, secrets redacted: every variable of
+/// [`args::VARIABLES`](linkpulse_shared::config::args::VARIABLES). The logging and tracing ones
+/// come from `args` (they configure the telemetry, not [`Settings`]).
+pub fn effective(settings: &Settings, args: &SettingsArgs) -> Vec<(&'static str, String)> {
     let d = |d: std::time::Duration| humantime::format_duration(d).to_string();
     let secret = |set: bool| if set { REDACTED.to_owned() } else { "(unset)".to_owned() };
     let q = &settings.queue;
+    let unset_or = |value: Option<&str>| value.map_or_else(|| "(unset)".to_owned(), str::to_owned);
     vec![
         ("DATABASE_URL", REDACTED.to_owned()),
         ("LINKPULSE_CHECK_AFTER", d(settings.check_after)),
@@ -28,7 +32,10 @@ pub fn effective(settings: &Settings) -> Vec<(&'static str, String)> {
         ("LINKPULSE_REFRESH_ENABLED", settings.refresh_enabled.to_string()),
         ("LINKPULSE_FAILURE_THRESHOLD", settings.failure_threshold.to_string()),
         ("LINKPULSE_MAX_ATTEMPTS", q.max_attempts.to_string()),
+        ("LINKPULSE_RETRY_BASE", d(q.retry.base)),
+        ("LINKPULSE_RETRY_MAX", d(q.retry.max)),
         ("LINKPULSE_HTTP_TIMEOUT", d(settings.fetch.timeout)),
+        ("LINKPULSE_USER_AGENT", settings.fetch.user_agent.clone()),
         ("LINKPULSE_WORKER_CONCURRENCY", settings.worker_concurrency.to_string()),
         ("LINKPULSE_HOST_CONCURRENCY", q.host_concurrency.to_string()),
         ("LINKPULSE_HEARTBEAT_INTERVAL", d(q.heartbeat_interval)),
@@ -71,6 +78,38 @@ pub fn effective(settings: &Settings) -> Vec<(&'static str, String)> {
         ("LINKPULSE_ADMIN_TOKEN", secret(settings.admin_token.is_some())),
         ("LINKPULSE_READ_TOKEN", secret(settings.read_token.is_some())),
         ("GITHUB_TOKEN", secret(settings.github_token.is_some())),
+        (
+            "LINKPULSE_PUBLIC_URL",
+            settings
+                .public_url
+                .as_ref()
+                .map_or_else(|| "(unset)".to_owned(), ToString::to_string),
+        ),
+        ("LINKPULSE_SESSION_TTL", d(settings.session_ttl)),
+        ("LINKPULSE_SESSION_KEY", secret(settings.session_key.is_some())),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            // An endpoint may carry credentials: shown without them.
+            unset_or(
+                args.otel_exporter_otlp_endpoint
+                    .as_deref()
+                    .map(linkpulse_shared::telemetry::redact)
+                    .as_deref(),
+            ),
+        ),
+        (
+            "OTEL_SERVICE_NAME",
+            args.otel_service_name
+                .clone()
+                .unwrap_or_else(|| crate::cli::SERVICE_NAME.to_owned()),
+        ),
+        ("OTEL_TRACES_SAMPLER", args.otel_traces_sampler.clone()),
+        (
+            "OTEL_TRACES_SAMPLER_ARG",
+            unset_or(args.otel_traces_sampler_arg.as_deref()),
+        ),
+        ("RUST_LOG", args.rust_log.clone()),
+        ("LINKPULSE_LOG_FORMAT", args.log_format.clone()),
     ]
 }
 
@@ -84,10 +123,16 @@ from then on (change it with `producer schedules set|enable|disable`)";
 /// # Errors
 ///
 /// If the schedules cannot be read.
-pub async fn show(pool: &PgPool, settings: &Settings, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
+pub async fn show(
+    pool: &PgPool,
+    settings: &Settings,
+    args: &SettingsArgs,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
     crate::schedules::store::seed(pool, settings).await?;
     let schedules = crate::schedules::store::list(pool).await?;
-    let values = effective(settings);
+    let values = effective(settings, args);
     if json {
         let map: serde_json::Map<String, serde_json::Value> = values
             .into_iter()
@@ -148,4 +193,40 @@ fn show_rules(settings: &Settings, out: &mut dyn Write) -> Result<(), CliError> 
         writeln!(out, "# host {} accepts {}", host.name, codes.join(", ")).map_err(io)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use linkpulse_shared::config::args::VARIABLES;
+
+    use super::*;
+
+    #[test]
+    fn config_shows_every_setting_and_no_secret() {
+        let mut settings = Settings::defaults("postgres://app:pa55word@db/links");
+        settings.admin_token = Some(linkpulse_shared::config::AdminToken::new("adm1n-secret"));
+        settings.read_token = Some(linkpulse_shared::config::AdminToken::new("r3ad-secret"));
+        settings.github_token = Some("ghp_s3cret".to_owned().into());
+        settings.session_key = Some("s3ssion-key-that-is-long-enough-to-sign".to_owned().into());
+        let args = SettingsArgs {
+            otel_exporter_otlp_endpoint: Some("https://user:otlp-pass@collector:4317".to_owned()),
+            ..SettingsArgs::default()
+        };
+        let shown = effective(&settings, &args);
+        let names: Vec<&str> = shown.iter().map(|(name, _)| *name).collect();
+        for var in VARIABLES {
+            assert!(names.contains(&var), "`producer config` does not show {var}");
+        }
+        let text = format!("{shown:?}");
+        for secret in [
+            "pa55word",
+            "adm1n-secret",
+            "r3ad-secret",
+            "ghp_s3cret",
+            "s3ssion-key",
+            "otlp-pass",
+        ] {
+            assert!(!text.contains(secret), "{secret} shown: {text}");
+        }
+    }
 }

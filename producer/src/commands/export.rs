@@ -10,9 +10,10 @@
 //! - `csv`: a header naming the columns, `url` first, then one row per link: importable back.
 //! - `html`: Netscape bookmarks (escaped), importable by browsers and by `links import`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use futures::{Stream, StreamExt};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sqlx::PgPool;
 
 use linkpulse_shared::bookmarks::netscape;
@@ -218,16 +219,45 @@ fn render(format: ExportFormat, link: &Link, first: bool, chunk: &mut Vec<u8>) -
     Ok(())
 }
 
-/// `links export [--format F]`: writes the export to `out` as it is read.
+/// `links export [--format F]`: writes the export to `out` as it is read, with a progress bar on
+/// stderr when a person watches one ([`progress_bar`]).
 ///
 /// # Errors
 ///
 /// Internal errors from the database or when `out` cannot be written.
 pub async fn export(pool: &PgPool, format: ExportFormat, out: &mut dyn Write) -> Result<(), CliError> {
+    let progress = progress_bar(pool).await?;
     let mut stream = std::pin::pin!(chunks(pool.clone(), format));
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| CliError::Internal(anyhow::Error::new(e)))?;
         out.write_all(&chunk).map_err(io)?;
+        if let Some(bar) = &progress {
+            // Every chunk but the last carries a full batch; the last one ends the bar anyway.
+            let done = (bar.position() + EXPORT_BATCH.unsigned_abs()).min(bar.length().unwrap_or(u64::MAX));
+            bar.set_position(done);
+        }
+    }
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
     }
     out.flush().map_err(io)
+}
+
+/// A bar counting exported links, on stderr, or none: when stderr is not a terminal (logs and CI
+/// output stay clean), when stdout is one (the bar would be drawn through the export itself),
+/// or for a collection of one batch or less (done before a bar would show). The count is one
+/// extra statement, spent only when a bar is drawn.
+async fn progress_bar(pool: &PgPool) -> Result<Option<ProgressBar>, CliError> {
+    if !std::io::stderr().is_terminal() || std::io::stdout().is_terminal() {
+        return Ok(None);
+    }
+    let total: i64 = sqlx::query_scalar("SELECT count(*) FROM links").fetch_one(pool).await?;
+    if total <= EXPORT_BATCH {
+        return Ok(None);
+    }
+    let bar = ProgressBar::with_draw_target(Some(total.unsigned_abs()), ProgressDrawTarget::stderr());
+    if let Ok(style) = ProgressStyle::with_template("exporting {wide_bar} {pos}/{len} links {eta}") {
+        bar.set_style(style);
+    }
+    Ok(Some(bar))
 }

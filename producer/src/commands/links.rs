@@ -270,7 +270,14 @@ pub async fn list_filtered(
 /// # Errors
 ///
 /// [`CliError::User`] for an unknown link or a malformed URL.
-pub async fn show(pool: &PgPool, link: &str, history: i64, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
+pub async fn show(
+    pool: &PgPool,
+    link: &str,
+    history: i64,
+    jaeger: Option<&url::Url>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
     let link = find(pool, link).await?;
     let history = linkpulse_shared::db::history::for_link(pool, link.id, history).await?;
     if json {
@@ -289,7 +296,7 @@ pub async fn show(pool: &PgPool, link: &str, history: i64, json: bool, out: &mut
             },
         );
     }
-    print_link(&link, false, out)?;
+    print_link(&link, jaeger, false, out)?;
     print_history(&history, out)
 }
 
@@ -349,12 +356,18 @@ fn print_history(h: &linkpulse_shared::db::history::LinkHistory, out: &mut dyn W
 /// # Errors
 ///
 /// [`CliError::User`] for an unknown link or a malformed URL.
-pub async fn activate(pool: &PgPool, input: &str, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
+pub async fn activate(
+    pool: &PgPool,
+    input: &str,
+    jaeger: Option<&url::Url>,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
     let reference = LinkRef::parse(input).map_err(|e| CliError::User(e.to_string()))?;
     let link = links::activate(pool, &reference, &super::schedules::cli_actor())
         .await?
         .ok_or_else(|| CliError::User(format!("no link {input}")))?;
-    print_link(&link, json, out)
+    print_link(&link, jaeger, json, out)
 }
 
 /// The reason stored for a manual change: `<verb> by <actor>`, and the operator's words if any.
@@ -376,6 +389,7 @@ pub async fn set_status(
     input: &str,
     status: &str,
     reason: Option<&str>,
+    jaeger: Option<&url::Url>,
     json: bool,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
@@ -391,7 +405,7 @@ pub async fn set_status(
     let link = links::set_status(pool, &reference, &change)
         .await?
         .ok_or_else(|| CliError::User(format!("no link {input}")))?;
-    print_link(&link, json, out)
+    print_link(&link, jaeger, json, out)
 }
 
 /// `links remove ID|URL`: deletes the link and cancels its queued jobs; `--json` prints
@@ -466,7 +480,9 @@ pub async fn find(pool: &PgPool, input: &str) -> Result<Link, CliError> {
         .ok_or_else(|| CliError::User(format!("no link {input}")))
 }
 
-fn print_link(link: &Link, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
+/// `jaeger` (`LINKPULSE_JAEGER_URL`, from the settings so `--jaeger-url` counts too) adds a link to
+/// the last trace.
+fn print_link(link: &Link, jaeger: Option<&url::Url>, json: bool, out: &mut dyn Write) -> Result<(), CliError> {
     if json {
         return print_json(out, link);
     }
@@ -498,13 +514,8 @@ fn print_link(link: &Link, json: bool, out: &mut dyn Write) -> Result<(), CliErr
     for (k, v) in lines {
         writeln!(out, "{k:>13}: {v}").map_err(io)?;
     }
-    // Read here rather than passed in: `show` and `activate` have no settings. An invalid value
-    // was already refused when the settings were read at start.
-    let jaeger = linkpulse_shared::config::jaeger_url(&linkpulse_shared::config::Env::new(|k| std::env::var(k).ok()))
-        .ok()
-        .flatten();
     if let (Some(base), Some(trace_id)) = (jaeger, &link.last_trace_id)
-        && let Some(trace_url) = linkpulse_shared::telemetry::jaeger_trace_url(&base, trace_id)
+        && let Some(trace_url) = linkpulse_shared::telemetry::jaeger_trace_url(base, trace_id)
     {
         writeln!(out, "{:>13}: {trace_url}", "jaeger").map_err(io)?;
     }

@@ -166,6 +166,7 @@ pub async fn requeue(
         dedupe_key: dedupe,
         older_than,
         id: job,
+        ..JobFilter::default()
     };
     let report = inspect::requeue(pool, state, &filter).await?;
     if json {

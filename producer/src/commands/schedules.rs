@@ -138,19 +138,21 @@ pub async fn schedules(
     pool: &PgPool,
     settings: &Settings,
     command: SchedulesCommand,
+    json: bool,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     store::seed(pool, settings).await?;
     let by = cli_actor();
     match command {
-        SchedulesCommand::List { json } => {
+        SchedulesCommand::List => {
             let all = store::list(pool).await?;
             if json {
                 return print_json(out, &all);
             }
             print_schedules(out, &all)
         }
-        SchedulesCommand::Show { name, json } => {
+        SchedulesCommand::Show { name } => {
+            let name = name.as_str().to_owned();
             let schedule = store::get(pool, &name)
                 .await?
                 .ok_or_else(|| CliError::User(ChangeError::Unknown(name.clone()).to_string()))?;
@@ -170,8 +172,8 @@ pub async fn schedules(
             writeln!(out).map_err(io)?;
             print_runs(out, &recent)
         }
-        SchedulesCommand::Enable { name, json } => toggle(pool, &name, true, &by, json, out).await,
-        SchedulesCommand::Disable { name, json } => toggle(pool, &name, false, &by, json, out).await,
+        SchedulesCommand::Enable { name } => toggle(pool, name.as_str(), true, &by, json, out).await,
+        SchedulesCommand::Disable { name } => toggle(pool, name.as_str(), false, &by, json, out).await,
         SchedulesCommand::Set {
             name,
             every,
@@ -179,7 +181,6 @@ pub async fn schedules(
             timezone,
             limit,
             misfire_grace,
-            json,
         } => {
             let change = Change {
                 enabled: None,
@@ -189,14 +190,14 @@ pub async fn schedules(
                 limit,
                 misfire_grace,
             };
-            let schedule = store::update(pool, &name, &change, &by).await?;
+            let schedule = store::update(pool, name.as_str(), &change, &by).await?;
             if json {
                 return print_json(out, &schedule);
             }
             print_schedule(out, &schedule)
         }
-        SchedulesCommand::Run { name, json } => {
-            let run = runner::run_now(pool, settings, &name, &by).await?;
+        SchedulesCommand::Run { name } => {
+            let run = runner::run_now(pool, settings, name.as_str(), &by).await?;
             print_run(out, &run, json)?;
             if run.status == "failed" {
                 return Err(CliError::Internal(anyhow::anyhow!(

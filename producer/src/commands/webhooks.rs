@@ -26,31 +26,18 @@ pub enum WebhooksCommand {
         /// Event types, comma-separated: link.down, link.up, link.changed (default: all).
         #[arg(long, value_delimiter = ',')]
         events: Vec<String>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Every endpoint: state (a disabled one with its reason), events, last success, last error.
-    List {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    List,
     /// Remove an endpoint; its pending deliveries end without posting.
     Remove {
         /// Its id (from `webhooks list`).
         id: i64,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Send a signed `ping` now and print the endpoint's answer (exit 1 unless 2xx).
     Test {
         /// Its id.
         id: i64,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// A new signing secret (printed once); the old one keeps signing during the grace period.
     Rotate {
@@ -59,18 +46,12 @@ pub enum WebhooksCommand {
         /// How long the old secret still signs (default 24h; 0s stops it at once).
         #[arg(long, value_parser = humantime::parse_duration)]
         grace: Option<Duration>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Turn a disabled endpoint back on (requeue its failed deliveries with
     /// `queue requeue --kind deliver`).
     Enable {
         /// Its id.
         id: i64,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -84,12 +65,13 @@ pub async fn execute(
     pool: &PgPool,
     settings: &Settings,
     command: WebhooksCommand,
+    json: bool,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     match command {
-        WebhooksCommand::Add { url, events, json } => add(pool, settings, &url, &events, json, out).await,
-        WebhooksCommand::List { json } => list(pool, json, out).await,
-        WebhooksCommand::Remove { id, json } => {
+        WebhooksCommand::Add { url, events } => add(pool, settings, &url, &events, json, out).await,
+        WebhooksCommand::List => list(pool, json, out).await,
+        WebhooksCommand::Remove { id } => {
             if !store::remove(pool, id).await.map_err(internal)? {
                 return Err(not_found(id));
             }
@@ -99,8 +81,8 @@ pub async fn execute(
                 writeln!(out, "webhook {id} removed").map_err(io)
             }
         }
-        WebhooksCommand::Test { id, json } => test(pool, settings, id, json, out).await,
-        WebhooksCommand::Rotate { id, grace, json } => {
+        WebhooksCommand::Test { id } => test(pool, settings, id, json, out).await,
+        WebhooksCommand::Rotate { id, grace } => {
             let grace = grace.unwrap_or(DEFAULT_ROTATION_GRACE);
             let rotated = store::rotate(pool, id, grace)
                 .await
@@ -116,7 +98,7 @@ pub async fn execute(
             }
             .map_err(io)
         }
-        WebhooksCommand::Enable { id, json } => {
+        WebhooksCommand::Enable { id } => {
             if !store::enable(pool, id).await.map_err(internal)? {
                 return Err(not_found(id));
             }

@@ -48,7 +48,7 @@ use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer 
 use opentelemetry::{Context, KeyValue, global};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing::subscriber::Interest;
 use tracing::{Event, Metadata, Subscriber, span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -62,6 +62,10 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 /// Log filter when `RUST_LOG` is unset.
 pub const DEFAULT_LOG_FILTER: &str = "info";
+
+/// Sampler when `OTEL_TRACES_SAMPLER` is unset: the SDK's own default (a root span is always
+/// sampled, a child follows its parent's decision).
+pub const DEFAULT_SAMPLER: &str = "parentbased_always_on";
 
 /// What the trace layer records: `info` and above, minus the exporter's transport (its spans and
 /// events would describe the export itself, feeding every batch into the next one) and the
@@ -146,18 +150,28 @@ pub fn init_logging() {
 /// file) is reported as a warning and the process runs without export. Keep the returned guard
 /// alive until exit: dropping it flushes the last spans.
 pub fn init_telemetry(service_name: &str) -> TelemetryGuard {
-    global::set_text_map_propagator(TraceContextPropagator::new());
-    let endpoint = export_endpoint(|k| std::env::var(k).ok());
+    init_telemetry_with(service_name, |k| std::env::var(k).ok())
+}
 
-    let mut builder = SdkTracerProvider::builder().with_resource(resource(service_name));
+/// [`init_telemetry`], reading every variable through `lookup` instead of the process
+/// environment: the binaries pass their parsed command line (`--rust-log`, `--otel-…` flags,
+/// else the environment, else the defaults), so a flag shown in `--help` is honoured. The
+/// sampler is built here from `OTEL_TRACES_SAMPLER`/`_ARG` for the same reason (the SDK would
+/// read only the environment), with the SDK's names and fallbacks.
+pub fn init_telemetry_with(service_name: &str, lookup: impl Fn(&str) -> Option<String>) -> TelemetryGuard {
+    global::set_text_map_propagator(TraceContextPropagator::new());
+    let endpoint = export_endpoint(&lookup);
+    let (sampler, sampler_problem) = sampler(&lookup);
+
+    let mut builder = SdkTracerProvider::builder()
+        .with_resource(resource(service_name, &lookup))
+        .with_sampler(sampler);
     let mut export = None;
     let mut export_problem = None;
     if endpoint.is_some() {
         let started = endpoint
             .as_deref()
-            .map_or(Ok(None), |endpoint| {
-                tls::config_for(endpoint, |k| std::env::var(k).ok())
-            })
+            .map_or(Ok(None), |endpoint| tls::config_for(endpoint, &lookup))
             .and_then(ExportRuntime::start);
         match started {
             Ok((exporter, runtime)) => {
@@ -172,26 +186,25 @@ pub fn init_telemetry(service_name: &str) -> TelemetryGuard {
     global::set_tracer_provider(provider.clone());
 
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let (format, format_problem) =
-        match LogFormat::from_setting(std::env::var(LOG_FORMAT_VAR).ok().as_deref(), terminal) {
-            Ok(format) => (format, None),
-            Err(problem) => (
-                LogFormat::from_setting(None, terminal).unwrap_or(LogFormat::Json),
-                Some(problem),
-            ),
-        };
+    let (format, format_problem) = match LogFormat::from_setting(lookup(LOG_FORMAT_VAR).as_deref(), terminal) {
+        Ok(format) => (format, None),
+        Err(problem) => (
+            LogFormat::from_setting(None, terminal).unwrap_or(LogFormat::Json),
+            Some(problem),
+        ),
+    };
     let logs = match format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
             .with_writer(std::io::stderr)
             .fmt_fields(span_fields::SpanFieldsJson)
             .event_format(JsonWithTraceIds::default())
-            .with_filter(AskEveryTime(log_filter()))
+            .with_filter(AskEveryTime(filter_of(lookup("RUST_LOG"))))
             .boxed(),
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_ansi(terminal)
-            .with_filter(AskEveryTime(log_filter()))
+            .with_filter(AskEveryTime(filter_of(lookup("RUST_LOG"))))
             .boxed(),
     };
     let exporting = export.is_some();
@@ -225,6 +238,9 @@ pub fn init_telemetry(service_name: &str) -> TelemetryGuard {
         tracing::debug!("a global subscriber was already installed; kept it");
     }
     if let Some(problem) = format_problem {
+        tracing::warn!("{problem}");
+    }
+    if let Some(problem) = sampler_problem {
         tracing::warn!("{problem}");
     }
     TelemetryGuard {
@@ -394,12 +410,11 @@ fn export_endpoint(lookup: impl Fn(&str) -> Option<String>) -> Option<String> {
 /// `service.name` (from `OTEL_SERVICE_NAME` when set, else `service_name`), `service.version`
 /// and `service.instance.id` (host and pid: tells the replicas of a worker apart in Jaeger), plus
 /// whatever `OTEL_RESOURCE_ATTRIBUTES` adds.
-fn resource(service_name: &str) -> Resource {
-    let mut builder = Resource::builder();
-    let named_by_env = std::env::var("OTEL_SERVICE_NAME").is_ok_and(|v| !v.trim().is_empty());
-    if !named_by_env {
-        builder = builder.with_service_name(service_name.to_owned());
-    }
+fn resource(service_name: &str, lookup: impl Fn(&str) -> Option<String>) -> Resource {
+    let named = lookup("OTEL_SERVICE_NAME")
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty());
+    let builder = Resource::builder().with_service_name(named.unwrap_or_else(|| service_name.to_owned()));
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "local".into());
     builder
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
@@ -465,7 +480,55 @@ impl<S, F: Filter<S>> Filter<S> for AskEveryTime<F> {
 }
 
 fn log_filter() -> EnvFilter {
-    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER))
+    filter_of(std::env::var("RUST_LOG").ok())
+}
+
+/// The log filter `value` describes (`RUST_LOG` syntax), or [`DEFAULT_LOG_FILTER`] when it is
+/// unset or invalid, as `EnvFilter::try_from_default_env` would have it.
+fn filter_of(value: Option<String>) -> EnvFilter {
+    value
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::new(DEFAULT_LOG_FILTER))
+}
+
+/// The sampler `OTEL_TRACES_SAMPLER` names, with `OTEL_TRACES_SAMPLER_ARG` as the ratio, as the
+/// SDK would build it from the environment: unknown names fall back to [`DEFAULT_SAMPLER`], a
+/// missing or invalid ratio to 1.0; either comes back with a warning to log.
+fn sampler(lookup: impl Fn(&str) -> Option<String>) -> (Sampler, Option<String>) {
+    let get = |var: &str| lookup(var).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    let name = get("OTEL_TRACES_SAMPLER").unwrap_or_else(|| DEFAULT_SAMPLER.to_owned());
+    let arg = get("OTEL_TRACES_SAMPLER_ARG");
+    let ratio = || match arg.as_deref().map(str::parse::<f64>) {
+        Some(Ok(ratio)) => (ratio, None),
+        _ => (
+            1.0,
+            Some(format!(
+                "OTEL_TRACES_SAMPLER={name} needs OTEL_TRACES_SAMPLER_ARG, a ratio from 0.0 to 1.0 (got {arg:?}); using 1.0"
+            )),
+        ),
+    };
+    let parent = |inner: Sampler| Sampler::ParentBased(Box::new(inner));
+    match name.as_str() {
+        "always_on" => (Sampler::AlwaysOn, None),
+        "always_off" => (Sampler::AlwaysOff, None),
+        "traceidratio" => {
+            let (r, problem) = ratio();
+            (Sampler::TraceIdRatioBased(r), problem)
+        }
+        "parentbased_always_on" => (parent(Sampler::AlwaysOn), None),
+        "parentbased_always_off" => (parent(Sampler::AlwaysOff), None),
+        "parentbased_traceidratio" => {
+            let (r, problem) = ratio();
+            (parent(Sampler::TraceIdRatioBased(r)), problem)
+        }
+        other => (
+            parent(Sampler::AlwaysOn),
+            Some(format!(
+                "OTEL_TRACES_SAMPLER={other:?} is not one of always_on, always_off, traceidratio, \
+                 parentbased_always_on, parentbased_always_off, parentbased_traceidratio; using {DEFAULT_SAMPLER}"
+            )),
+        ),
+    }
 }
 
 /// tracing-subscriber's JSON lines plus `trace_id` and `span_id` of the span the event happened

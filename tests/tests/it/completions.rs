@@ -33,12 +33,21 @@ async fn completion_scripts_name_every_subcommand_and_parse_in_bash() {
     ] {
         assert!(producer.contains(word), "{word} missing from the bash script");
     }
-    // bash itself parses the script without running it.
-    let checked = Command::new("bash")
-        .args(["-n", "-c", &producer])
-        .output()
-        .await
+    // bash itself parses the script without running it. Through stdin: with the global setting
+    // flags in every subcommand the script is longer than one argument may be (128 KiB).
+    let mut bash = Command::new("bash")
+        .arg("-n")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("run bash -n");
+    let mut stdin = bash.stdin.take().expect("stdin");
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, producer.as_bytes())
+        .await
+        .expect("write the script");
+    drop(stdin);
+    let checked = bash.wait_with_output().await.expect("bash -n");
     assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
 
     let worker = completions(env!("CARGO_BIN_EXE_linkpulse-worker"), "zsh").await;
