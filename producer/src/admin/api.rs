@@ -160,6 +160,7 @@ pub async fn requeue(
         dedupe_key: dedupe,
         older_than: None,
         id: body.job,
+        ..JobFilter::default()
     };
     let report = inspect::requeue(&state.pool, job_state, &filter).await?;
     Ok(Json(serde_json::json!({ "requeued": report.requeued })))

@@ -575,7 +575,11 @@ pub async fn refresh_now(
 }
 
 /// 202 with the new job, or 200 with the one already waiting or running.
-async fn enqueue(state: &AdminState, id: &str, kind: &str) -> Result<(StatusCode, Json<Enqueued>), ApiError> {
+pub(crate) async fn enqueue(
+    state: &AdminState,
+    id: &str,
+    kind: &str,
+) -> Result<(StatusCode, Json<Enqueued>), ApiError> {
     let link = find(&state.pool, id).await?;
     if link.status == "paused" {
         return Err(ApiError::Conflict(format!(

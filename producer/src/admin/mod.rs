@@ -7,8 +7,8 @@
 //!
 //! - [`api`]: `/api/…`, the same library calls and JSON as the CLI's `--json` output.
 //! - [`auth`]: the bearer-token checks of mutating calls and of reads.
-//! - [`dashboard`]: the server-rendered page at `/` and its forms.
-//! - [`dashboard_schedules`]: the dashboard's schedules and recent runs, toggle and run-now.
+//! - [`console`]: the dashboard: its pages, forms and sessions.
+//! - [`host_guard`]: the `Host` allowlist and the origin check of state-changing requests.
 //! - [`export`]: `GET /api/links/export`, the whole collection streamed (json, csv, html).
 //! - [`queue_control`]: pausing and resuming a kind, cancelling queued jobs.
 //! - [`links_api`]: `/api/links…`, the links as a service (add, list, show, pause, remove, check now).
@@ -19,9 +19,9 @@
 
 pub mod api;
 pub mod auth;
-pub mod dashboard;
-pub mod dashboard_schedules;
+pub mod console;
 pub mod export;
+pub mod host_guard;
 pub mod links_api;
 pub mod metrics;
 pub mod openapi;
@@ -70,6 +70,22 @@ pub struct AdminState {
     pub settings: Arc<Settings>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// Signs dashboard sessions ([`console::session::signing_key`]).
+    pub session_key: axum_extra::extract::cookie::Key,
+}
+
+impl AdminState {
+    /// The state of an admin server over `pool` and `readers`.
+    pub fn new(pool: PgPool, readers: PgPool, settings: Arc<Settings>, metrics: PrometheusHandle) -> Self {
+        let session_key = console::session::signing_key(&settings);
+        Self {
+            pool,
+            readers,
+            settings,
+            metrics,
+            session_key,
+        }
+    }
 }
 
 /// An admin call's failure, rendered as `{"error": "..."}` with its status.
@@ -105,7 +121,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -170,14 +186,17 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/openapi.json", get(openapi::document))
         .route("/api/links/export", get(export::export))
         .merge(webhooks::routes())
-        .merge(dashboard::routes())
+        .merge(console::routes())
         // Every route above takes small bodies. Routes merged below bring their own limits: adding
         // up to 10,000 URLs in one call needs more (`Router::layer` covers only the routes added
         // before it).
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .merge(links_api::routes())
+        .fallback(not_found)
         .with_state(state.clone())
-        .layer(axum::middleware::from_fn_with_state(state, auth::read_guard))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::read_guard))
+        // Outside the read guard: a foreign Host is refused before anything else looks at it.
+        .layer(axum::middleware::from_fn_with_state(state, host_guard::guard))
         .layer(
             tower::ServiceBuilder::new()
                 .layer(TimeoutLayer::with_status_code(
@@ -205,12 +224,12 @@ pub async fn serve(pool: PgPool, settings: Arc<Settings>, stop: CancellationToke
     let readers = linkpulse_shared::db::connect_readers(settings.database_url.expose_secret(), READER_CONNECTIONS)
         .await
         .context("failed to open the admin readers' pool")?;
-    let app = router(AdminState {
+    let app = router(AdminState::new(
         pool,
         readers,
         settings,
-        metrics: linkpulse_shared::metrics::install(),
-    });
+        linkpulse_shared::metrics::install(),
+    ));
     tokio::spawn(async move {
         let server = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
         if let Err(error) = server.await {
@@ -218,6 +237,15 @@ pub async fn serve(pool: PgPool, settings: Arc<Settings>, stop: CancellationToke
         }
     });
     Ok(bound)
+}
+
+/// An unknown path: JSON under `/api/`, the dashboard's page elsewhere.
+async fn not_found(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/api/") {
+        ApiError::NotFound(format!("no route {}", uri.path())).into_response()
+    } else {
+        console::not_found().await.into_response()
+    }
 }
 
 /// `/readyz` answers within this, whatever the database does (Kubernetes' probe waits 3 s).

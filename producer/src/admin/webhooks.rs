@@ -1,12 +1,10 @@
 //! `/api/webhooks…`: `producer webhooks` over HTTP, with the same library calls and JSON as the
-//! commands' `--json` output; and the dashboard's webhooks table.
+//! commands' `--json` output; the dashboard shows them on its overview.
 //!
 //! Reads follow the API's read rule ([`Reader`]: the read or admin token, or none while the server
 //! listens on loopback); endpoint URLs may carry a receiver's token in their query. Everything
 //! else needs the admin token (†). No call ever shows a secret except the answers of `POST
 //! /api/webhooks` and `…/rotate`, once.
-
-use std::fmt::Write as _;
 
 use axum::Json;
 use axum::Router;
@@ -15,14 +13,12 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use serde::Deserialize;
-use sqlx::PgPool;
 
 use linkpulse_shared::webhooks::send::{PingResult, ping};
 use linkpulse_shared::webhooks::store::{self, Added, DEFAULT_ROTATION_GRACE, Rotated};
 use linkpulse_shared::webhooks::{Webhook, WebhookError, check_url, parse_events};
 
 use super::auth::{Admin, Reader};
-use super::dashboard::escape;
 use super::{AdminState, ApiError};
 
 /// Who an endpoint added through the API is recorded as (the token names no person).
@@ -190,47 +186,11 @@ fn not_found(id: i64) -> ApiError {
 }
 
 /// The caller's mistakes are 400s; the database's failures 500s.
-fn api_error(error: WebhookError) -> ApiError {
+pub(crate) fn api_error(error: WebhookError) -> ApiError {
     match error {
         WebhookError::Database(_) | WebhookError::Queue(_) | WebhookError::Send(_) => {
             ApiError::Internal(anyhow::Error::new(error))
         }
         other => ApiError::BadRequest(other.to_string()),
     }
-}
-
-/// The dashboard's webhooks table: state (a disabled endpoint says so, with its reason), events,
-/// last success, failing since, last error.
-///
-/// # Errors
-///
-/// 500 if the database fails.
-pub async fn dashboard_section(readers: &PgPool) -> Result<String, ApiError> {
-    let webhooks = store::list(readers).await.map_err(api_error)?;
-    let mut html = String::from(
-        "<h2>Webhooks</h2><table id=webhooks><tr><th>id</th><th>state</th><th>events</th><th>url</th>\
-         <th>last success</th><th>failing since</th><th>reason / last error</th></tr>",
-    );
-    let time = |t: Option<chrono::DateTime<chrono::Utc>>| t.map(|t| t.to_rfc3339()).unwrap_or_default();
-    for webhook in &webhooks {
-        let note = webhook
-            .disabled_reason
-            .as_deref()
-            .or(webhook.last_error.as_deref())
-            .unwrap_or("");
-        let _ = write!(
-            html,
-            "<tr id=\"webhook-{id}\"><td>{id}</td><td data-state={state}>{state}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&webhook.events.join(", ")),
-            escape(&webhook.url),
-            time(webhook.last_success_at),
-            time(webhook.failing_since),
-            escape(note),
-            id = webhook.id,
-            state = if webhook.enabled { "enabled" } else { "disabled" },
-        );
-    }
-    html.push_str("</table>");
-    Ok(html)
 }

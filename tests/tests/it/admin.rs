@@ -282,40 +282,47 @@ async fn dashboard_requeue_moves_the_clicked_job_or_says_why_not(pool: PgPool) {
         }
     };
     let (job_a, job_b) = (failed_check(ids[0]).await, failed_check(ids[1]).await);
-    let cookie = format!("linkpulse_admin_token={TOKEN}");
-    let click = |job: i64, cookie: String| async move {
+    let (cookie, csrf) = crate::admin_surface::console_session(addr, TOKEN).await;
+    let click = |job: i64, cookie: String, csrf: String| async move {
         http_with(
             addr,
             "POST",
-            &format!("/dashboard/requeue/{job}"),
+            &format!("/jobs/{job}/requeue"),
             &[("Cookie", &cookie)],
-            None,
+            Some(&format!("csrf={csrf}")),
         )
         .await
     };
 
-    let reply = click(job_a, "linkpulse_admin_token=wrong".to_owned()).await;
+    let reply = click(job_a, "linkpulse_session=forged".to_owned(), csrf.clone()).await;
     assert_eq!(reply.status, 401, "{}", reply.body);
-    let reply = click(job_a, cookie.clone()).await;
-    assert_eq!(reply.status, 303, "back to the page: {}", reply.body);
+    let reply = click(job_a, cookie.clone(), "wrong".to_owned()).await;
+    assert_eq!(reply.status, 403, "{}", reply.body);
+    assert_eq!(crate::helpers::count_state(&app.pool, "queued").await, 0);
+    let reply = click(job_a, cookie.clone(), csrf.clone()).await;
+    assert_eq!(reply.status, 303, "on to the job's page: {}", reply.body);
     assert_eq!(
         crate::helpers::count_state(&app.pool, "queued").await,
         1,
         "only the clicked job"
     );
 
-    // Clicked twice (a stale page): it is no longer failed.
-    let reply = click(job_a, cookie.clone()).await;
-    assert_eq!(reply.status, 400, "{}", reply.body);
-    assert!(reply.body.contains("it is not a failed job"), "{}", reply.body);
-    let reply = click(999_999, cookie.clone()).await;
-    assert_eq!(reply.status, 400, "{}", reply.body);
-    assert!(reply.body.contains("it is not a failed job"), "{}", reply.body);
+    // Clicked twice (a stale page): it is no longer finished; the job's page says so.
+    let reply = click(job_a, cookie.clone(), csrf.clone()).await;
+    assert_eq!(reply.status, 409, "{}", reply.body);
+    assert!(
+        reply.body.contains("it is queued (only finished jobs are)"),
+        "{}",
+        reply.body
+    );
+    let reply = click(999_999, cookie.clone(), csrf.clone()).await;
+    assert_eq!(reply.status, 404, "{}", reply.body);
+    assert!(reply.body.contains("There is no job 999999"), "{}", reply.body);
 
     // Link b's check is due again, and the next cycle queued a new one: the old job stays failed.
     app.run_cycle().await;
-    let reply = click(job_b, cookie).await;
-    assert_eq!(reply.status, 400, "{}", reply.body);
+    let reply = click(job_b, cookie, csrf).await;
+    assert_eq!(reply.status, 409, "{}", reply.body);
     assert!(
         reply.body.contains("already has a queued or running job of that kind"),
         "{}",

@@ -41,34 +41,65 @@ async fn exchange(addr: SocketAddr, request: &str) -> (u16, Vec<(String, String)
     (status, headers, body.to_owned())
 }
 
-/// `POST /dashboard/login` with the sign-in form's body.
+/// `POST /signin` with the sign-in form's body.
 async fn sign_in(addr: SocketAddr, token: &str) -> (u16, Vec<(String, String)>, String) {
-    let body = format!("token={token}");
+    let body = format!("token={token}&next=/jobs");
     let request = format!(
-        "POST /dashboard/login HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+        "POST /signin HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
          Content-Length: {}\r\n\r\n{body}",
         body.len()
     );
     exchange(addr, &request).await
 }
 
-/// The sign-in form's token comes back as a cookie that page scripts cannot read (`HttpOnly`) and
-/// that browsers leave out of requests another site starts (`SameSite=Strict`), for the whole
-/// dashboard (`Path=/`); a wrong token gets no cookie.
+/// A dashboard session signed in with `token`: its `Cookie` header value and the CSRF value its
+/// forms carry (read from a page, as a browser would).
+pub(crate) async fn console_session(addr: SocketAddr, token: &str) -> (String, String) {
+    let (status, headers, body) = sign_in(addr, token).await;
+    assert_eq!(status, 303, "signed in: {body}");
+    let cookie = headers
+        .iter()
+        .find(|(name, _)| name == "set-cookie")
+        .and_then(|(_, value)| value.split(';').next())
+        .expect("a session cookie")
+        .to_owned();
+    let page = exchange(
+        addr,
+        &format!("GET / HTTP/1.0\r\nHost: {addr}\r\nCookie: {cookie}\r\n\r\n"),
+    )
+    .await
+    .2;
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a CSRF value on the page")
+        .to_owned();
+    (cookie, csrf)
+}
+
+/// Signing in issues a session cookie, never the token: signed, expiring (`Max-Age`), unreadable
+/// by page scripts (`HttpOnly`), left out of requests another site starts (`SameSite=Strict`), for
+/// the whole dashboard (`Path=/`); a wrong token gets the form again (401) and no cookie.
 #[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
-async fn the_dashboard_session_cookie_is_http_only_and_same_site_strict(pool: PgPool) {
+async fn the_dashboard_session_cookie_is_signed_expiring_http_only_and_same_site_strict(pool: PgPool) {
     let app = TestApp::spawn(pool).await;
     let (addr, _stop) = admin(&app, Some(TOKEN)).await;
 
     let (status, headers, body) = sign_in(addr, "wrong").await;
     assert_eq!(status, 401, "{body}");
+    assert!(body.contains("id=\"login\""), "the form again: {body}");
     assert!(
         headers.iter().all(|(name, _)| name != "set-cookie"),
         "no cookie for a wrong token: {headers:?}"
     );
 
     let (status, headers, body) = sign_in(addr, TOKEN).await;
-    assert_eq!(status, 303, "back to the page: {body}");
+    assert_eq!(status, 303, "on to next: {body}");
+    assert!(
+        headers.iter().any(|(n, v)| n == "location" && v == "/jobs"),
+        "{headers:?}"
+    );
     let cookies: Vec<&str> = headers
         .iter()
         .filter(|(name, _)| name == "set-cookie")
@@ -76,29 +107,31 @@ async fn the_dashboard_session_cookie_is_http_only_and_same_site_strict(pool: Pg
         .collect();
     assert_eq!(cookies.len(), 1, "{headers:?}");
     let mut parts = cookies[0].split(';').map(str::trim);
-    assert_eq!(parts.next(), Some(format!("linkpulse_admin_token={TOKEN}").as_str()));
+    let value = parts.next().expect("name=value");
+    assert!(value.starts_with("linkpulse_session="), "{value}");
+    assert!(!value.contains(TOKEN), "the token never goes into the cookie: {value}");
     let attributes: Vec<String> = parts.map(str::to_ascii_lowercase).collect();
-    for expected in ["httponly", "samesite=strict", "path=/"] {
+    for expected in ["httponly", "samesite=strict", "path=/", "max-age=43200"] {
         assert!(
             attributes.iter().any(|a| a == expected),
             "{expected} missing from {:?}",
             cookies[0]
         );
     }
+    assert!(!attributes.iter().any(|a| a == "secure"), "plain http: not Secure");
 
-    // The cookie is the session: the page shows the signed-in state with it, the form without.
+    // The cookie is the session: the page shows the signed-in state with it, a sign-in link
+    // without, and a forged value (the right shape, a wrong signature) is no session.
     let page = |cookie: Option<String>| async move {
         let header = cookie.map(|c| format!("Cookie: {c}\r\n")).unwrap_or_default();
         exchange(addr, &format!("GET / HTTP/1.0\r\nHost: {addr}\r\n{header}\r\n"))
             .await
             .2
     };
-    assert!(
-        page(Some(format!("linkpulse_admin_token={TOKEN}")))
-            .await
-            .contains("id=session")
-    );
-    assert!(page(None).await.contains("id=login"));
+    assert!(page(Some(value.to_owned())).await.contains("id=\"session\""));
+    assert!(page(None).await.contains("id=\"signin-link\""));
+    let forged = format!("linkpulse_session=admin.99999999999.{}", "0".repeat(32));
+    assert!(page(Some(forged)).await.contains("id=\"signin-link\""));
 }
 
 /// `producer run`'s `/readyz` follows the database: 200, then 503 while the database refuses
@@ -176,7 +209,8 @@ async fn cli_exits_1_on_user_errors_and_2_on_internal_errors(pool: PgPool) {
 
     for (args, reason) in [
         (&["links", "show", "999999"][..], "no link 999999"),
-        (&["queue", "requeue", "--kind", "nope"][..], "unknown kind"),
+        // clap refuses a kind outside the closed set, naming the value (and listing the kinds).
+        (&["queue", "requeue", "--kind", "nope"][..], "'nope'"),
         (&["links", "add", "not a url"][..], "rejected"),
         (&["queue", "list", "--state", "bogus"][..], "bogus"),
         (&["frobnicate"][..], "frobnicate"),

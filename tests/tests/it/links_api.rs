@@ -93,12 +93,12 @@ pub(crate) async fn serve(
     settings.admin_token = admin.map(AdminToken::new);
     settings.read_token = read.map(AdminToken::new);
     settings.admin_addr = configured_addr.parse().expect("addr");
-    let state = producer::admin::AdminState {
-        pool: app.pool.clone(),
-        readers: app.pool.clone(),
-        settings: Arc::new(settings),
-        metrics: linkpulse_shared::metrics::install(),
-    };
+    let state = producer::admin::AdminState::new(
+        app.pool.clone(),
+        app.pool.clone(),
+        Arc::new(settings),
+        linkpulse_shared::metrics::install(),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let stop = CancellationToken::new();
@@ -533,7 +533,7 @@ async fn pause_and_resume_write_one_event_each_with_the_actor(pool: PgPool) {
 
     // The command line records its user.
     let mut out = Vec::new();
-    producer::commands::links::set_status(&app.pool, &id.to_string(), "paused", None, true, &mut out)
+    producer::commands::links::set_status(&app.pool, &id.to_string(), "paused", None, None, true, &mut out)
         .await
         .expect("pause");
     let link: Value = serde_json::from_slice(&out).expect("JSON");
