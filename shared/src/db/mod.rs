@@ -90,7 +90,7 @@ pub const WORKER_LISTENER_CONNECTIONS: u32 = 1;
 
 /// Most connections one worker process opens, whatever its concurrency: the engine's pool, the
 /// handlers' pool and the engine's `LISTEN` connection. Size PostgreSQL's `max_connections` as
-/// worker replicas × this + the producers' and operators' (README, "Scaling").
+/// worker replicas × this + the producers' and operators' (docs/operations.md, "Database connections").
 pub const fn worker_connections() -> u32 {
     WORKER_ENGINE_CONNECTIONS + WORKER_HANDLER_CONNECTIONS + WORKER_LISTENER_CONNECTIONS
 }
