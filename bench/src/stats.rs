@@ -47,8 +47,11 @@ pub struct StatsLine {
     pub api_stats_ms: (f64, f64),
     /// GET /metrics: median, max ms.
     pub metrics_ms: (f64, f64),
-    /// GET / (the dashboard): median, max ms.
+    /// GET / (the dashboard's overview): median, max ms.
     pub dashboard_ms: (f64, f64),
+    /// Every other dashboard page (job list first page, filtered, deep page, bulk-requeue
+    /// confirmation, one job, link list, one link, schedules): path, median, max ms.
+    pub pages_ms: Vec<(String, f64, f64)>,
     /// The statement the stats ran before the counters (a count per kind and state over the job
     /// table, plus the last 24 hours by `finished_at`): median, max ms of 3 calls.
     pub table_count_ms: (f64, f64),
@@ -113,6 +116,11 @@ pub async fn measure(
     let api_stats_ms = time(rounds, || get(addr, "/api/queue/stats")).await?;
     let metrics_ms = time(rounds, || get(addr, "/metrics")).await?;
     let dashboard_ms = time(rounds, || get(addr, "/")).await?;
+    let mut pages_ms = Vec::new();
+    for path in pages(pool).await? {
+        let (median, max) = time(rounds, || get(addr, &path)).await?;
+        pages_ms.push((path, median, max));
+    }
     stop.cancel();
 
     let stats = linkpulse_queue::inspect::stats(pool, &kinds).await?;
@@ -137,9 +145,32 @@ pub async fn measure(
         api_stats_ms,
         metrics_ms,
         dashboard_ms,
+        pages_ms,
         table_count_ms,
         totals_exact: (counted_done, counted_failed) == (done, failed),
     })
+}
+
+/// The dashboard pages to time: the job list plain, by state, by kind and result class, deep
+/// (an id cursor half-way down the table), one job, the link list and one link, the schedules.
+async fn pages(pool: &PgPool) -> anyhow::Result<Vec<String>> {
+    let (max_id, failed_id): (i64, Option<i64>) =
+        sqlx::query_as("SELECT max(id), max(id) FILTER (WHERE state = 'failed') FROM queue_jobs")
+            .fetch_one(pool)
+            .await?;
+    let (link_id,): (i64,) = sqlx::query_as("SELECT min(id) FROM links").fetch_one(pool).await?;
+    let job = failed_id.unwrap_or(max_id);
+    Ok(vec![
+        "/jobs".to_owned(),
+        "/jobs?state=failed".to_owned(),
+        "/jobs?state=done&kind=check&result=ok".to_owned(),
+        format!("/jobs?before={}", max_id / 2),
+        format!("/jobs/{job}"),
+        "/links".to_owned(),
+        "/links?status=all&q=example".to_owned(),
+        format!("/links/{link_id}"),
+        "/schedules".to_owned(),
+    ])
 }
 
 /// `retained` finished jobs over the last two days (every `failed_every`-th failed, none if 0;
@@ -181,7 +212,18 @@ async fn fill(pool: &PgPool, retained: i64, failed_every: i64) -> anyhow::Result
     )
     .execute(pool)
     .await?;
+    // The links the pages list: 10,000, a tenth of them dead.
+    sqlx::query(
+        "INSERT INTO links (url, host, status, title) \
+         SELECT 'https://site' || (i % 100) || '.example.org/page/' || i, 'site' || (i % 100) || '.example.org', \
+                CASE WHEN i % 10 = 0 THEN 'inaccessible' ELSE 'active' END, 'Page ' || i \
+         FROM generate_series(1, 10000) i",
+    )
+    .execute(pool)
+    .await
+    .context("filling links")?;
     sqlx::query("VACUUM ANALYZE queue_jobs").execute(pool).await?;
+    sqlx::query("VACUUM ANALYZE links").execute(pool).await?;
     Ok(())
 }
 
