@@ -42,7 +42,8 @@ fn same_token(expected: &AdminToken, presented: &str) -> bool {
 }
 
 /// Checks a read: the read token or the admin token when either is configured and presented;
-/// without a read token, anyone while the server's configured address is a loopback one.
+/// without a read token, anyone while the server is private (`loopback`: its configured address is
+/// a loopback one and no public URL is set).
 ///
 /// # Errors
 ///
@@ -92,6 +93,42 @@ impl FromRequestParts<AdminState> for Admin {
     }
 }
 
+/// Whether the server counts as private for reads: it listens on a loopback address and no public
+/// URL is configured. A reverse proxy on the same host forwards the world's requests from
+/// loopback, and `LINKPULSE_PUBLIC_URL` is how an operator says one does.
+fn reads_open_address(settings: &linkpulse_shared::config::Settings) -> bool {
+    settings.admin_addr.ip().is_loopback() && settings.public_url.is_none()
+}
+
+/// Whether anyone may read (API and dashboard pages) without a token: no read token is set and
+/// the server is private ([`reads_open_address`]).
+pub fn reads_open(settings: &linkpulse_shared::config::Settings) -> bool {
+    settings.read_token.is_none() && reads_open_address(settings)
+}
+
+/// Which token `presented` is, compared with both in constant time whichever matches (so timing
+/// does not tell which one it was): the admin token wins when both are the same.
+pub fn role_of(settings: &linkpulse_shared::config::Settings, presented: &str) -> Option<TokenRole> {
+    let admin = settings.admin_token.as_ref().is_some_and(|t| same_token(t, presented));
+    let read = settings.read_token.as_ref().is_some_and(|t| same_token(t, presented));
+    if admin {
+        Some(TokenRole::Admin)
+    } else if read {
+        Some(TokenRole::Reader)
+    } else {
+        None
+    }
+}
+
+/// What a presented token lets its holder do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRole {
+    /// The admin token: everything.
+    Admin,
+    /// The read token: reads only.
+    Reader,
+}
+
 /// Extractor that admits only requests that may read the API (see [`check_read`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Reader;
@@ -104,7 +141,7 @@ impl FromRequestParts<AdminState> for Reader {
         check_read(
             settings.read_token.as_ref(),
             settings.admin_token.as_ref(),
-            settings.admin_addr.ip().is_loopback(),
+            reads_open_address(settings),
             bearer(parts),
         )?;
         Ok(Self)

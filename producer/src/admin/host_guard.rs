@@ -42,8 +42,16 @@ pub async fn guard(State(state): State<AdminState>, request: Request, next: Next
         }
     }
     let changes = !matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if changes && let Err(why) = same_origin(request.headers()) {
-        return refuse(StatusCode::FORBIDDEN, why);
+    if changes {
+        let authority = request_authority(&request);
+        let public = state
+            .settings
+            .public_url
+            .as_ref()
+            .map(|u| u.origin().ascii_serialization());
+        if let Err(why) = same_origin(request.headers(), authority.as_deref(), public.as_deref()) {
+            return refuse(StatusCode::FORBIDDEN, why);
+        }
     }
     next.run(request).await
 }
@@ -51,11 +59,16 @@ pub async fn guard(State(state): State<AdminState>, request: Request, next: Next
 /// The host the client asked for, lower case, without port: the request target's authority
 /// (HTTP/2, absolute-form) or the `Host` header.
 fn request_host(request: &Request) -> Option<String> {
-    let authority = match request.uri().authority() {
-        Some(authority) => authority.as_str().to_owned(),
-        None => request.headers().get(HOST)?.to_str().ok()?.to_owned(),
-    };
-    Some(strip_port(&authority).to_ascii_lowercase())
+    Some(strip_port(&request_authority(request)?).to_ascii_lowercase())
+}
+
+/// `host[:port]` the client asked for: the request target's authority (HTTP/2, absolute-form) or
+/// the `Host` header.
+fn request_authority(request: &Request) -> Option<String> {
+    match request.uri().authority() {
+        Some(authority) => Some(authority.as_str().to_owned()),
+        None => Some(request.headers().get(HOST)?.to_str().ok()?.to_owned()),
+    }
 }
 
 /// `host[:port]` or `[v6]:port` without the port (and without the brackets).
@@ -82,14 +95,18 @@ pub fn host_allowed(host: &str, settings: &Settings) -> bool {
         .is_some_and(|public| public.trim_end_matches('.').eq_ignore_ascii_case(host))
 }
 
-/// Whether a state-changing request comes from this server's own pages (or from no page at all).
-fn same_origin(headers: &HeaderMap) -> Result<(), &'static str> {
+/// Whether a state-changing request comes from this server's own pages (or from no page at all):
+/// its `Origin` names the authority the request was sent to, or the public URL's origin (a
+/// reverse proxy may rewrite `Host` to the upstream's address).
+fn same_origin(headers: &HeaderMap, authority: Option<&str>, public_origin: Option<&str>) -> Result<(), &'static str> {
     if let Some(origin) = headers.get(ORIGIN) {
-        let origin = origin.to_str().unwrap_or("null");
+        let origin = origin.to_str().unwrap_or("null").trim_end_matches('/');
+        if public_origin.is_some_and(|public| public.eq_ignore_ascii_case(origin)) {
+            return Ok(());
+        }
         let origin_authority = origin.split_once("://").map(|(_, rest)| rest);
-        let host = headers.get(HOST).and_then(|h| h.to_str().ok());
-        return match (origin_authority, host) {
-            (Some(from), Some(host)) if from.eq_ignore_ascii_case(host) => Ok(()),
+        return match (origin_authority, authority) {
+            (Some(from), Some(to)) if from.eq_ignore_ascii_case(to) => Ok(()),
             _ => Err("cross-origin request refused: the Origin header does not match this server"),
         };
     }
@@ -129,18 +146,23 @@ mod tests {
     }
 
     #[test]
-    fn origin_must_match_the_host() {
+    fn origin_must_match_the_host_or_the_public_url() {
+        let here = Some("127.0.0.1:8080");
         let mut headers = HeaderMap::new();
-        headers.insert(HOST, "127.0.0.1:8080".parse().expect("header"));
-        assert!(same_origin(&headers).is_ok());
+        assert!(same_origin(&headers, here, None).is_ok());
         headers.insert(ORIGIN, "http://127.0.0.1:8080".parse().expect("header"));
-        assert!(same_origin(&headers).is_ok());
+        assert!(same_origin(&headers, here, None).is_ok());
         headers.insert(ORIGIN, "http://attacker.example".parse().expect("header"));
-        assert!(same_origin(&headers).is_err());
+        assert!(same_origin(&headers, here, None).is_err());
         headers.insert(ORIGIN, "null".parse().expect("header"));
-        assert!(same_origin(&headers).is_err());
+        assert!(same_origin(&headers, here, None).is_err());
+        // Behind a proxy that rewrote Host: the public origin is this server's too.
+        headers.insert(ORIGIN, "https://links.example.org".parse().expect("header"));
+        assert!(same_origin(&headers, here, None).is_err());
+        assert!(same_origin(&headers, here, Some("https://links.example.org")).is_ok());
+        assert!(same_origin(&headers, here, Some("http://links.example.org")).is_err());
         headers.remove(ORIGIN);
         headers.insert("sec-fetch-site", "cross-site".parse().expect("header"));
-        assert!(same_origin(&headers).is_err());
+        assert!(same_origin(&headers, here, None).is_err());
     }
 }

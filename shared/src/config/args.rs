@@ -129,11 +129,12 @@ pub struct SettingsArgs {
     #[arg(long, env = "LINKPULSE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Bearer token for the admin API's reads (the admin token reads too); unset = reads open
-    /// only on a loopback LINKPULSE_ADMIN_ADDR.
+    /// only on a loopback LINKPULSE_ADMIN_ADDR without LINKPULSE_PUBLIC_URL.
     #[arg(long, env = "LINKPULSE_READ_TOKEN", hide_env_values = true)]
     pub read_token: Option<String>,
-    /// The admin server's public URL: its host joins the Host allowlist, and an https URL makes
-    /// the session cookie Secure (default: unset).
+    /// The admin server's public URL: its host joins the Host allowlist, its origin passes the
+    /// origin check, reads are no longer open on loopback (a proxy may forward the world from
+    /// there), and an https URL makes the session cookie Secure (default: unset).
     #[arg(long, env = "LINKPULSE_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// How long a dashboard session lasts after sign-in.

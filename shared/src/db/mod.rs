@@ -163,7 +163,62 @@ pub fn tuned(options: PgConnectOptions) -> PgConnectOptions {
 ///
 /// If a migration fails or the applied history does not match the embedded one.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    MIGRATOR.run(pool).await
+    drop_failed_index_builds(pool).await?;
+    MIGRATOR.run(pool).await?;
+    rebuild_missing_indexes(pool).await?;
+    Ok(())
+}
+
+/// Indexes a `-- no-transaction` migration builds `CONCURRENTLY` (so the workers' writes never
+/// wait), as (name, the migration's version, its statement, the statement dropping it).
+///
+/// Such a build that fails (a timeout, a killed migrate pod) leaves an INVALID index behind that
+/// the planner never uses, and the migration's `IF NOT EXISTS` would then skip it on the next run:
+/// [`migrate`] drops such a leftover first, and rebuilds one that an applied migration should have
+/// made but is missing.
+const CONCURRENT_INDEXES: [(&str, i64, &str, &str); 1] = [(
+    "queue_jobs_failed_id_idx",
+    20_261_207_000_015,
+    "CREATE INDEX CONCURRENTLY IF NOT EXISTS queue_jobs_failed_id_idx ON queue_jobs (id) WHERE state = 'failed'",
+    "DROP INDEX CONCURRENTLY IF EXISTS queue_jobs_failed_id_idx",
+)];
+
+/// Drops the [`CONCURRENT_INDEXES`] left invalid by a failed build; one another `migrate` is
+/// building right now is left alone.
+async fn drop_failed_index_builds(pool: &PgPool) -> Result<(), sqlx::Error> {
+    for (name, _, _, drop) in CONCURRENT_INDEXES {
+        let leftover: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_index i WHERE i.indexrelid = to_regclass($1) AND NOT i.indisvalid \
+               AND NOT EXISTS (SELECT 1 FROM pg_stat_progress_create_index p WHERE p.index_relid = i.indexrelid))",
+        )
+        .bind(name)
+        .fetch_one(pool)
+        .await?;
+        if leftover {
+            tracing::warn!(index = name, "dropping an index a failed concurrent build left invalid");
+            sqlx::query(drop).execute(pool).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Builds the [`CONCURRENT_INDEXES`] whose migration is recorded as applied but which are missing.
+async fn rebuild_missing_indexes(pool: &PgPool) -> Result<(), sqlx::Error> {
+    for (name, version, create, _) in CONCURRENT_INDEXES {
+        let missing: bool = sqlx::query_scalar(
+            "SELECT to_regclass($1) IS NULL \
+                    AND EXISTS (SELECT 1 FROM _sqlx_migrations WHERE version = $2 AND success)",
+        )
+        .bind(name)
+        .bind(version)
+        .fetch_one(pool)
+        .await?;
+        if missing {
+            tracing::warn!(index = name, "building an index its applied migration should have made");
+            sqlx::query(create).execute(pool).await?;
+        }
+    }
+    Ok(())
 }
 
 pub mod check_writer;

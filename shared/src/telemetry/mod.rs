@@ -172,7 +172,7 @@ pub fn init_telemetry_with(service_name: &str, lookup: impl Fn(&str) -> Option<S
         let started = endpoint
             .as_deref()
             .map_or(Ok(None), |endpoint| tls::config_for(endpoint, &lookup))
-            .and_then(ExportRuntime::start);
+            .and_then(|tls| ExportRuntime::start(endpoint.clone().unwrap_or_default(), tls));
         match started {
             Ok((exporter, runtime)) => {
                 builder = builder.with_batch_exporter(exporter);
@@ -339,7 +339,10 @@ impl ExportRuntime {
     /// Starts the thread, which builds the runtime and, inside it, the exporter. Both are created
     /// on that thread so that a failure drops the runtime there: dropping a runtime on a thread
     /// that is itself running async code panics.
+    /// `endpoint` is given explicitly: the exporter would otherwise read only the process
+    /// environment, and miss an endpoint set by flag.
     fn start(
+        endpoint: String,
         tls: Option<opentelemetry_otlp::tonic_types::transport::ClientTlsConfig>,
     ) -> Result<(opentelemetry_otlp::SpanExporter, Self), TelemetryError> {
         let (built, exporter) = std::sync::mpsc::sync_channel(1);
@@ -357,8 +360,10 @@ impl ExportRuntime {
                 // The channel's connection worker is spawned here, onto `runtime`.
                 let result = {
                     let _entered = runtime.enter();
-                    use opentelemetry_otlp::WithTonicConfig as _;
-                    let builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+                    use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
+                    let builder = opentelemetry_otlp::SpanExporter::builder()
+                        .with_tonic()
+                        .with_endpoint(endpoint);
                     match tls {
                         Some(tls) => builder.with_tls_config(tls).build(),
                         None => builder.build(),

@@ -239,9 +239,20 @@ async fn a_foreign_host_is_refused_except_for_probes_and_metrics(pool: PgPool) {
     let session = sign_in_http(addr, TOKEN).await;
     let port = addr.port();
 
-    let with_host = |host: String, path: &'static str| async move {
-        let reply = request(addr, reqwest::Method::GET, path, &[("Host", host.as_str())], None).await;
-        (reply.status, reply.body)
+    // Signed in and with the token: what a foreign name gets is the Host check's answer alone.
+    let bearer = format!("Bearer {TOKEN}");
+    let cookie = session.cookie.clone();
+    let with_host = |host: String, path: &'static str| {
+        let (bearer, cookie) = (bearer.clone(), cookie.clone());
+        async move {
+            let headers = [
+                ("Host", host.as_str()),
+                ("Cookie", cookie.as_str()),
+                ("Authorization", bearer.as_str()),
+            ];
+            let reply = request(addr, reqwest::Method::GET, path, &headers, None).await;
+            (reply.status, reply.body)
+        }
     };
     for host in [
         "attacker.example".to_owned(),
@@ -282,6 +293,21 @@ async fn a_foreign_host_is_refused_except_for_probes_and_metrics(pool: PgPool) {
             assert_eq!(status, 200, "{host} {path}: {body}");
         }
     }
+
+    // A public URL means a proxy may forward the world from loopback: reads are no longer open
+    // on a loopback address without a token, pages send to sign-in.
+    let anonymous = |path: &'static str| async move {
+        request(addr, reqwest::Method::GET, path, &[("Host", "links.example.org")], None).await
+    };
+    let reply = anonymous("/api/queue/stats").await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    let reply = anonymous("/jobs").await;
+    assert_eq!(reply.status, 303, "{}", reply.body);
+    assert!(
+        reply.header("location").starts_with("/signin?next="),
+        "{}",
+        reply.header("location")
+    );
 }
 
 /// The cookie: `HttpOnly`, `SameSite=Strict`, `Path=/`, `Max-Age` = the session TTL, `Secure` when

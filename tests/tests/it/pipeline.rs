@@ -17,6 +17,35 @@ use linkpulse_shared::link_jobs::CHECK;
 use crate::app::TestApp;
 use crate::helpers::count_state;
 
+/// An index a migration builds concurrently, left invalid by a failed build (which its `IF NOT
+/// EXISTS` would skip ever after) or missing, is rebuilt valid by the next `migrate`.
+#[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
+async fn migrate_rebuilds_an_index_a_failed_concurrent_build_left_invalid(pool: PgPool) {
+    let valid = |pool: PgPool| async move {
+        sqlx::query_scalar::<_, Option<bool>>(
+            "SELECT (SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('queue_jobs_failed_id_idx'))",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("index state")
+    };
+    assert_eq!(valid(pool.clone()).await, Some(true));
+    // What a build interrupted half-way leaves: the index, marked invalid.
+    sqlx::query("UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'queue_jobs_failed_id_idx'::regclass")
+        .execute(&pool)
+        .await
+        .expect("invalidate");
+    assert_eq!(valid(pool.clone()).await, Some(false));
+    linkpulse_shared::db::migrate(&pool).await.expect("migrate");
+    assert_eq!(valid(pool.clone()).await, Some(true), "rebuilt valid");
+    sqlx::query("DROP INDEX queue_jobs_failed_id_idx")
+        .execute(&pool)
+        .await
+        .expect("drop");
+    linkpulse_shared::db::migrate(&pool).await.expect("migrate");
+    assert_eq!(valid(pool.clone()).await, Some(true), "rebuilt when missing");
+}
+
 #[sqlx::test(migrator = "linkpulse_shared::db::MIGRATOR")]
 async fn migrate_twice_is_a_no_op(pool: PgPool) {
     let (before,): (i64,) = sqlx::query_as("SELECT count(*) FROM _sqlx_migrations")

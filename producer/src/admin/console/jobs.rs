@@ -387,7 +387,7 @@ pub async fn bulk_requeue(
     if form.confirm.as_deref() != Some("yes") {
         let matching = count_failed(&state, &filter).await?;
         let body = html! {
-            p #bulk-count { (matching) " failed job(s) match these filters. Each gets a fresh set of attempts; a job whose link already has a queued or running job of its kind is skipped." }
+            p #bulk-count { (matching) " failed job(s) match these filters. Each gets a fresh set of attempts; skipped are a job whose link already has a queued or running job of its kind, and older failed jobs of a link whose newest one is requeued." }
             form #confirm method="post" action="/jobs/requeue" {
                 (csrf(&viewer))
                 (hidden_filters(&query))
@@ -405,7 +405,7 @@ pub async fn bulk_requeue(
     }
     let report = inspect::requeue(&state.pool, JobState::Failed, &filter).await?;
     let body = html! {
-        p #bulk-done { "Requeued " (report.requeued) " job(s); skipped " (report.skipped) " whose link already had a queued or running job of their kind." }
+        p #bulk-done { "Requeued " (report.requeued) " job(s); skipped " (report.skipped) " (their link already had a queued or running job of their kind, or a newer failed one was requeued)." }
         p { a #back href=(back) { "Back to the failed jobs" } " · " a href="/jobs?state=queued" { "See the queued jobs" } }
     };
     let page = Page {

@@ -106,7 +106,7 @@ impl FromRequestParts<AdminState> for Viewer {
     async fn from_request_parts(parts: &mut Parts, state: &AdminState) -> Result<Self, Response> {
         let session = session::current(parts, state).await;
         let settings = &state.settings;
-        let open = settings.read_token.is_none() && settings.admin_addr.ip().is_loopback();
+        let open = crate::admin::auth::reads_open(settings);
         if session.is_none() && !open {
             let here = parts.uri.path_and_query().map_or("/", |p| p.as_str());
             let next: String = url::form_urlencoded::byte_serialize(here.as_bytes()).collect();
@@ -226,7 +226,16 @@ pub async fn not_found() -> PageError {
 /// (a leading single `/`), never another site.
 pub fn local_path(candidate: Option<&str>) -> String {
     match candidate {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => path.to_owned(),
+        // Browsers drop tabs and newlines from a `Location` before resolving it (`/\t/evil` becomes
+        // `//evil`, another site): only printable ASCII, as a query string percent-encodes it.
+        Some(path)
+            if path.starts_with('/')
+                && !path.starts_with("//")
+                && !path.contains('\\')
+                && path.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            path.to_owned()
+        }
         _ => "/".to_owned(),
     }
 }
@@ -241,6 +250,9 @@ mod tests {
         assert_eq!(local_path(Some("//evil.example/")), "/");
         assert_eq!(local_path(Some("https://evil.example/")), "/");
         assert_eq!(local_path(Some("/\\evil.example")), "/");
+        assert_eq!(local_path(Some("/\t/evil.example")), "/");
+        assert_eq!(local_path(Some("/\n/evil.example")), "/");
+        assert_eq!(local_path(Some("/ /evil.example")), "/");
         assert_eq!(local_path(None), "/");
     }
 }

@@ -84,18 +84,18 @@ pub async fn sign_in(State(state): State<AdminState>, request: Request) -> Respo
     };
     let settings = &state.settings;
     let next = local_path(credentials.next.as_deref());
-    let role = if auth::check(settings.admin_token.as_ref(), Some(&credentials.token)).is_ok() {
-        Role::Admin
-    } else if auth::check(settings.read_token.as_ref(), Some(&credentials.token)).is_ok() {
-        Role::Reader
-    } else {
-        return render(
-            &Viewer { session: None },
-            &next,
-            Some("That token is not right.".to_owned()),
-            StatusCode::UNAUTHORIZED,
-            &state,
-        );
+    let role = match auth::role_of(settings, &credentials.token) {
+        Some(auth::TokenRole::Admin) => Role::Admin,
+        Some(auth::TokenRole::Reader) => Role::Reader,
+        None => {
+            return render(
+                &Viewer { session: None },
+                &next,
+                Some("That token is not right.".to_owned()),
+                StatusCode::UNAUTHORIZED,
+                &state,
+            );
+        }
     };
     let jar = session::start(jar, settings, role);
     (jar, see_other(&next)).into_response()
