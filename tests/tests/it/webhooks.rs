@@ -583,7 +583,7 @@ async fn an_endpoint_failing_past_the_window_is_disabled_and_listed_so(pool: PgP
     let page = http(addr, "GET", "/", None, None).await;
     assert!(
         page.body.contains(&format!(
-            "<tr id=\"webhook-{webhook}\"><td>{webhook}</td><td data-state=disabled>"
+            "<tr id=\"webhook-{webhook}\"><td class=\"n\">{webhook}</td><td data-state=\"disabled\">"
         )),
         "{}",
         page.body

@@ -13,8 +13,9 @@
 //!
 //! # Who sees what
 //!
-//! Pages follow the API's read rule: open while the admin server listens on a loopback address and
-//! no read token is set, otherwise for a signed-in session only (others are sent to sign in).
+//! Pages follow the API's read rule: open while the admin server listens on a loopback address,
+//! no read token and no public URL are set; otherwise for a signed-in session (or a request with a
+//! bearer token that may read the API); others are sent to sign in.
 //! Buttons need a session signed in with the admin token, and every post carries the session's
 //! CSRF value ([`session::CsrfForm`]).
 
@@ -107,7 +108,17 @@ impl FromRequestParts<AdminState> for Viewer {
         let session = session::current(parts, state).await;
         let settings = &state.settings;
         let open = crate::admin::auth::reads_open(settings);
-        if session.is_none() && !open {
+        // A bearer token that may read the API may read the pages too (scripts, monitoring).
+        let bearer_reads = || {
+            crate::admin::auth::check_read(
+                settings.read_token.as_ref(),
+                settings.admin_token.as_ref(),
+                false,
+                crate::admin::auth::bearer(parts),
+            )
+            .is_ok()
+        };
+        if session.is_none() && !open && !bearer_reads() {
             let here = parts.uri.path_and_query().map_or("/", |p| p.as_str());
             let next: String = url::form_urlencoded::byte_serialize(here.as_bytes()).collect();
             return Err(see_other(&format!("/signin?next={next}")));
