@@ -362,12 +362,7 @@ pub async fn show(State(state): State<AdminState>, Path(id): Path<String>) -> Re
             error: link.last_error.clone(),
         })
     });
-    let trace_url = match (&state.settings.jaeger_url, &link.last_trace_id) {
-        (Some(base), Some(trace_id)) => {
-            linkpulse_shared::telemetry::jaeger_trace_url(base, trace_id).map(|u| u.to_string())
-        }
-        _ => None,
-    };
+    let trace_url = super::trace_url(&state.settings, link.last_trace_id.as_deref());
     Ok(Json(LinkDetail {
         link,
         last_verdict,

@@ -239,6 +239,13 @@ pub async fn serve(pool: PgPool, settings: Arc<Settings>, stop: CancellationToke
     Ok(bound)
 }
 
+/// The Jaeger UI page of trace `trace_id`, when `LINKPULSE_JAEGER_URL` is set: what the API's
+/// `trace_url` fields and the dashboard's trace links say.
+pub(crate) fn trace_url(settings: &Settings, trace_id: Option<&str>) -> Option<String> {
+    let base = settings.jaeger_url.as_ref()?;
+    linkpulse_shared::telemetry::jaeger_trace_url(base, trace_id?).map(|u| u.to_string())
+}
+
 /// An unknown path: JSON under `/api/`, the dashboard's page elsewhere.
 async fn not_found(uri: axum::http::Uri) -> Response {
     if uri.path().starts_with("/api/") {

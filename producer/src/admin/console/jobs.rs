@@ -17,8 +17,8 @@ use linkpulse_queue::{JobState, detail};
 use linkpulse_shared::db::links::{self, LinkRef};
 use linkpulse_shared::link_jobs::{KINDS, dedupe_key};
 
-use super::layout::{self, Page, badge, csrf, web_url, when};
-use super::session::CsrfForm;
+use super::layout::{self, Page, badge, csrf, trace_link, web_url, when};
+use super::session::{CsrfForm, NoFields};
 use super::{PageError, Viewer, respond, see_other};
 use crate::admin::AdminState;
 
@@ -237,12 +237,7 @@ async fn job_page(viewer: &Viewer, state: &AdminState, id: i64, error: Option<St
         .await?
         .ok_or_else(|| PageError::not_found(format!("There is no job {id} (pruned, or never).")).back_to("/jobs"))?;
     let s = &job.summary;
-    let trace = match (&state.settings.jaeger_url, &s.trace_id) {
-        (Some(base), Some(trace_id)) => {
-            linkpulse_shared::telemetry::jaeger_trace_url(base, trace_id).map(|u| u.to_string())
-        }
-        _ => None,
-    };
+    let trace = crate::admin::trace_url(&state.settings, s.trace_id.as_deref());
     let payload = serde_json::to_string_pretty(&s.payload).unwrap_or_default();
     let body = html! {
         dl.facts #job {
@@ -271,13 +266,7 @@ async fn job_page(viewer: &Viewer, state: &AdminState, id: i64, error: Option<St
                     }
                 }
             }
-            dt { "trace" } dd {
-                @match (&trace, &s.trace_id) {
-                    (Some(url), _) => { a #trace-link href=(url) { "Open in Jaeger" } }
-                    (None, Some(id)) => { code { (id) } span.muted { " (set LINKPULSE_JAEGER_URL to link it)" } }
-                    (None, None) => { span.muted { "-" } }
-                }
-            }
+            dt { "trace" } dd { (trace_link(trace.as_deref(), s.trace_id.as_deref(), "Open in Jaeger")) }
         }
         @if viewer.is_admin() && matches!(s.state.as_str(), "failed" | "done") {
             form #requeue method="post" action={ "/jobs/" (s.id) "/requeue" } {
@@ -305,20 +294,11 @@ async fn job_page(viewer: &Viewer, state: &AdminState, id: i64, error: Option<St
     let page = Page {
         title: format!("Job {id}"),
         nav: "/jobs",
-        error: error.clone(),
+        error,
         ..Page::default()
     };
-    let status = if error.is_some() {
-        StatusCode::CONFLICT
-    } else {
-        StatusCode::OK
-    };
-    Ok(respond(status, layout::page(viewer, &page, &body)))
+    Ok(respond(page.status(), layout::page(viewer, &page, &body)))
 }
-
-/// A form with nothing but its CSRF value.
-#[derive(Debug, Deserialize)]
-pub struct NoFields {}
 
 /// `POST /jobs/{id}/requeue`: requeues exactly this job. When it cannot (no longer finished, or
 /// its link has a queued or running job of that kind), the job's page says why (409).

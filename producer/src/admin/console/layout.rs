@@ -60,6 +60,17 @@ pub struct Page<'a> {
     pub error: Option<String>,
 }
 
+impl Page<'_> {
+    /// The page's status: 409 when it shows a form that could not be applied, else 200.
+    pub fn status(&self) -> axum::http::StatusCode {
+        if self.error.is_some() {
+            axum::http::StatusCode::CONFLICT
+        } else {
+            axum::http::StatusCode::OK
+        }
+    }
+}
+
 /// A whole page: `body` inside the shell.
 pub fn page(viewer: &Viewer, page: &Page<'_>, body: &Markup) -> Markup {
     html! {
@@ -113,6 +124,17 @@ fn session_controls(viewer: &Viewer) -> Markup {
             None => {
                 a #signin-link href="/signin" { "Sign in" }
             }
+        }
+    }
+}
+
+/// A trace: a link to its Jaeger page when one is configured, else its id with a hint, else `-`.
+pub fn trace_link(url: Option<&str>, trace_id: Option<&str>, label: &str) -> Markup {
+    html! {
+        @match (url, trace_id) {
+            (Some(url), _) => { a #trace-link href=(url) { (label) } }
+            (None, Some(id)) => { code { (id) } span.muted { " (set LINKPULSE_JAEGER_URL to link it)" } }
+            (None, None) => { span.muted { "-" } }
         }
     }
 }

@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use linkpulse_shared::db::links::{self, Link, LinkRef, ListFilter};
 use linkpulse_shared::link_jobs::CHECK;
 
-use super::layout::{self, Page, badge, csrf, web_url, when};
-use super::session::CsrfForm;
+use super::layout::{self, Page, badge, csrf, trace_link, web_url, when};
+use super::session::{CsrfForm, NoFields};
 use super::{PageError, Viewer, respond, see_other};
 use crate::admin::{AdminState, ApiError, links_api};
 
@@ -211,11 +211,7 @@ async fn link_page(
                 }
             }
             dt { "trace" } dd {
-                @match (&detail.trace_url, &link.last_trace_id) {
-                    (Some(url), _) => { a #trace-link href=(url) { "Open the latest job's trace in Jaeger" } }
-                    (None, Some(id)) => { code { (id) } span.muted { " (set LINKPULSE_JAEGER_URL to link it)" } }
-                    (None, None) => { span.muted { "-" } }
-                }
+                (trace_link(detail.trace_url.as_deref(), link.last_trace_id.as_deref(), "Open the latest job's trace in Jaeger"))
             }
             @if let Some(about) = link.github.as_ref().and_then(|g| g.description.as_deref()) {
                 dt { "repository" } dd { (about) }
@@ -262,20 +258,11 @@ async fn link_page(
         title: format!("Link {}", link.id),
         nav: "/links",
         notice,
-        error: error.clone(),
+        error,
         ..Page::default()
     };
-    let status = if error.is_some() {
-        StatusCode::CONFLICT
-    } else {
-        StatusCode::OK
-    };
-    Ok(respond(status, layout::page(viewer, &page, &body)))
+    Ok(respond(page.status(), layout::page(viewer, &page, &body)))
 }
-
-/// A form with nothing but its CSRF value.
-#[derive(Debug, Deserialize)]
-pub struct NoFields {}
 
 /// `POST /links/{id}/activate`: manual override, status active and failures reset.
 pub async fn activate(

@@ -151,6 +151,10 @@ fn time_duration(d: Duration) -> time::Duration {
     time::Duration::seconds(i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2))
 }
 
+/// A form with nothing but its CSRF value (a button).
+#[derive(Debug, serde::Deserialize)]
+pub struct NoFields {}
+
 /// A form post of a signed-in session (any role) carrying its session's CSRF value. Refused with
 /// an HTML page: 401 without a session (or an expired one), 403 for a missing or wrong CSRF value,
 /// 400 for a malformed body.

@@ -10,7 +10,7 @@ use maud::html;
 use serde::Deserialize;
 
 use super::layout::{self, Page};
-use super::session::{self, Role, SessionForm};
+use super::session::{self, NoFields, Role, SessionForm};
 use super::{PageError, Viewer, local_path, respond, see_other};
 use crate::admin::{AdminState, auth};
 
@@ -100,10 +100,6 @@ pub async fn sign_in(State(state): State<AdminState>, request: Request) -> Respo
     let jar = session::start(jar, settings, role);
     (jar, see_other(&next)).into_response()
 }
-
-/// A form with nothing but its CSRF value.
-#[derive(Debug, Deserialize)]
-pub struct NoFields {}
 
 /// `POST /signout`: ends the session, of either role. CSRF-checked, so another site cannot sign
 /// the operator out; a session that already expired signs out too (the cookie goes either way).
